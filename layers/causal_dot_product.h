@@ -14,6 +14,7 @@
 
 #include <string.h>
 #include "real.h"
+#include "matmul.h"
 
 #define CDP_CHUNK 64
 
@@ -30,49 +31,30 @@ static inline void vec_axpy(real* y, real a, const real* x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-// out (n,M) += x (n,D) @ state (D,M)
-static void rows_times_state(real* out, const real* x, const real* state, int n, int D, int M) {
-    for (int i = 0; i < n; i++) {
-        for (int d = 0; d < D; d++) vec_axpy(out + i * M, x[i * D + d], state + d * M, M);
-    }
+// Every step below is a small matrix product, done by layers/matmul.h's gemm:
+// gemm(M, N, K, a, a_row, a_col, b, b_row, b_col, c, ldc, accumulate) sets or
+// adds C (M,N) = A (M,K) B (K,N), with the strides of A and B expressing transposes.
+// Called from inside the per-head parallel loop, it runs on its caller's thread.
+
+// Zeroes scores[i][j] for j > i (the future) in an n x n block of row stride CDP_CHUNK.
+static void mask_future(real* scores, int n) {
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) scores[i * CDP_CHUNK + j] = 0;
 }
 
-// state (D,M) += x (n,D)^T @ y (n,M)
-static void state_add_outer(real* state, const real* x, const real* y, int n, int D, int M) {
-    for (int i = 0; i < n; i++) {
-        for (int d = 0; d < D; d++) vec_axpy(state + d * M, x[i * D + d], y + i * M, M);
-    }
-}
-
-// out (n,D) += y (n,M) @ state (D,M)^T
-static void rows_times_state_t(real* out, const real* y, const real* state, int n, int D, int M) {
-    for (int i = 0; i < n; i++) {
-        for (int d = 0; d < D; d++) out[i * D + d] += vec_dot(y + i * M, state + d * M, M);
-    }
-}
-
-// scores (n,n) lower triangle: scores[i][j] = a_i . b_j for j <= i (upper part untouched)
-static void lower_scores(real* scores, const real* a, const real* b, int n, int dim) {
-    for (int i = 0; i < n; i++) {
-        for (int j = 0; j <= i; j++) scores[i * CDP_CHUNK + j] = vec_dot(a + i * dim, b + j * dim, dim);
-    }
-}
-
-// out (L,M) = causal product; state is D*M scratch, scores CDP_CHUNK^2 scratch.
+// out (T,M) = causal product; state is D*M scratch, scores CDP_CHUNK^2 scratch.
 static void causal_dot_product_forward(real* out, const real* q, const real* k, const real* w,
                                        int T, int D, int M, real* state, real* scores) {
     memset(state, 0, (size_t)D * M * sizeof(real));
-    memset(out, 0, (size_t)T * M * sizeof(real));
     for (int c0 = 0; c0 < T; c0 += CDP_CHUNK) {
         int n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
         const real *qc = q + (size_t)c0 * D, *kc = k + (size_t)c0 * D, *wc = w + (size_t)c0 * M;
         real* oc = out + (size_t)c0 * M;
-        rows_times_state(oc, qc, state, n, D, M);
-        lower_scores(scores, qc, kc, n, D);
-        for (int i = 0; i < n; i++) {
-            for (int j = 0; j <= i; j++) vec_axpy(oc + i * M, scores[i * CDP_CHUNK + j], wc + j * M, M);
-        }
-        state_add_outer(state, kc, wc, n, D, M);
+        gemm(n, M, D, qc, D, 1, state, M, 1, oc, M, 0);          // out_c  = q_c state
+        gemm(n, n, D, qc, D, 1, kc, 1, D, scores, CDP_CHUNK, 0); // scores = q_c k_c^T
+        mask_future(scores, n);
+        gemm(n, M, n, scores, CDP_CHUNK, 1, wc, M, 1, oc, M, 1); // out_c += scores w_c
+        gemm(D, M, n, kc, 1, D, wc, M, 1, state, M, 1);          // state += k_c^T w_c
     }
 }
 
@@ -86,12 +68,11 @@ static void causal_dot_product_backward(real* dq, real* dk, real* dw, const real
         int n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
         const real *kc = k + (size_t)c0 * D, *wc = w + (size_t)c0 * M, *gc = dout + (size_t)c0 * M;
         real* dqc = dq + (size_t)c0 * D;
-        rows_times_state_t(dqc, gc, state, n, D, M);
-        lower_scores(scores, gc, wc, n, M);
-        for (int i = 0; i < n; i++) {
-            for (int j = 0; j <= i; j++) vec_axpy(dqc + i * D, scores[i * CDP_CHUNK + j], kc + j * D, D);
-        }
-        state_add_outer(state, kc, wc, n, D, M);
+        gemm(n, D, M, gc, M, 1, state, 1, M, dqc, D, 1);          // dq_c += dout_c state^T
+        gemm(n, n, M, gc, M, 1, wc, 1, M, scores, CDP_CHUNK, 0);  // scores = dout_c w_c^T
+        mask_future(scores, n);
+        gemm(n, D, n, scores, CDP_CHUNK, 1, kc, D, 1, dqc, D, 1); // dq_c += scores k_c
+        gemm(D, M, n, kc, 1, D, wc, M, 1, state, M, 1);           // state += k_c^T w_c
     }
     // Backwards, with state = sum_{i after the chunk} q_i dout_i^T:
     // dk_j = state w_j + sum_{j <= i < chunk end} (dout_i . w_j) q_i
@@ -103,27 +84,23 @@ static void causal_dot_product_backward(real* dq, real* dk, real* dw, const real
         const real *qc = q + (size_t)c0 * D, *kc = k + (size_t)c0 * D;
         const real *wc = w + (size_t)c0 * M, *gc = dout + (size_t)c0 * M;
         real *dkc = dk + (size_t)c0 * D, *dwc = dw + (size_t)c0 * M;
-        rows_times_state_t(dkc, wc, state, n, D, M);
-        rows_times_state(dwc, kc, state, n, D, M);
-        lower_scores(scores, gc, wc, n, M);
-        for (int i = 0; i < n; i++) {
-            for (int j = 0; j <= i; j++) vec_axpy(dkc + j * D, scores[i * CDP_CHUNK + j], qc + i * D, D);
-        }
-        lower_scores(scores, qc, kc, n, D);
-        for (int i = 0; i < n; i++) {
-            for (int j = 0; j <= i; j++) vec_axpy(dwc + j * M, scores[i * CDP_CHUNK + j], gc + i * M, M);
-        }
-        state_add_outer(state, qc, gc, n, D, M);
+        gemm(n, D, M, wc, M, 1, state, 1, M, dkc, D, 1);          // dk_c += w_c state^T
+        gemm(n, M, D, kc, D, 1, state, M, 1, dwc, M, 1);          // dw_c += k_c state
+        gemm(n, n, M, gc, M, 1, wc, 1, M, scores, CDP_CHUNK, 0);  // scores = dout_c w_c^T
+        mask_future(scores, n);
+        gemm(n, D, n, scores, 1, CDP_CHUNK, qc, D, 1, dkc, D, 1); // dk_c += scores^T q_c
+        gemm(n, n, D, qc, D, 1, kc, 1, D, scores, CDP_CHUNK, 0);  // scores = q_c k_c^T
+        mask_future(scores, n);
+        gemm(n, M, n, scores, 1, CDP_CHUNK, gc, M, 1, dwc, M, 1); // dw_c += scores^T dout_c
+        gemm(D, M, n, qc, 1, D, gc, M, 1, state, M, 1);           // state += q_c^T dout_c
     }
 }
 
-// out (L,M) = q (L,D) @ kv, kv (D,M) = k (S,D)^T @ w (S,M)
+// out (L,M) = q (L,D) kv, kv (D,M) = k (S,D)^T w (S,M)
 static void full_dot_product_forward(real* out, const real* q, const real* k, const real* w,
                                      int L, int S, int D, int M, real* kv) {
-    memset(kv, 0, (size_t)D * M * sizeof(real));
-    state_add_outer(kv, k, w, S, D, M);
-    memset(out, 0, (size_t)L * M * sizeof(real));
-    rows_times_state(out, q, kv, L, D, M);
+    gemm(D, M, S, k, 1, D, w, M, 1, kv, M, 0);
+    gemm(L, M, D, q, D, 1, kv, M, 1, out, M, 0);
 }
 
 // dq (L,D) += dout kv^T, dk (S,D) += w dkv^T, dw (S,M) += k dkv, with dkv = q^T dout.
@@ -131,13 +108,11 @@ static void full_dot_product_forward(real* out, const real* q, const real* k, co
 static void full_dot_product_backward(real* dq, real* dk, real* dw, const real* dout,
                                       const real* q, const real* k, const real* w,
                                       int L, int S, int D, int M, real* kv, real* dkv) {
-    memset(kv, 0, (size_t)D * M * sizeof(real));
-    state_add_outer(kv, k, w, S, D, M);
-    rows_times_state_t(dq, dout, kv, L, D, M);
-    memset(dkv, 0, (size_t)D * M * sizeof(real));
-    state_add_outer(dkv, q, dout, L, D, M);
-    rows_times_state_t(dk, w, dkv, S, D, M);
-    rows_times_state(dw, k, dkv, S, D, M);
+    gemm(D, M, S, k, 1, D, w, M, 1, kv, M, 0);
+    gemm(L, D, M, dout, M, 1, kv, 1, M, dq, D, 1);
+    gemm(D, M, L, q, 1, D, dout, M, 1, dkv, M, 0);
+    gemm(S, D, M, w, M, 1, dkv, 1, M, dk, D, 1);
+    gemm(S, M, D, k, D, 1, dkv, M, 1, dw, M, 1);
 }
 
 #endif

@@ -330,7 +330,7 @@ int main(void) {
         for (int causal = 1; causal >= 0; causal--) {
             AttnSpec small = {kind, causal, 2, 13, 13, 2, 4, 4, 1.0};
             AttnSpec one = {kind, causal, 2, 1, 1, 2, 4, 3, 1.0};
-            AttnSpec chunks = {kind, causal, 1, 150, 150, 2, 5, 3, 1.0}; // 150 = 2 chunks of 64 and a partial one
+            AttnSpec chunks = {kind, causal, 1, 300, 300, 2, 5, 3, 1.0}; // 4 chunks of 64 and a partial one
             Case c1 = make_case(small, 1.0), c2 = make_case(one, 1.0), c3 = make_case(chunks, 1.0);
             check_f64(&c1, 0); check_f32(&c1);
             check_f64(&c2, 0); check_f32(&c2);
