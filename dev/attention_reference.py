@@ -30,7 +30,17 @@ def flow_normal(q, k, v, clamp):
     return torch.einsum("bhld,bhdm->bhlm", q * incoming[..., None], kv) * allocation[..., None]
 
 
-def flow_causal(q, k, v, clamp):
+def causal_product_dense(q, k, v):
+    """sum_{j<=i} (q_i . k_j) v_j through the masked T x T score matrix."""
+    return torch.einsum("bhij,bhjm->bhim", torch.einsum("bhid,bhjd->bhij", q, k).tril(), v)
+
+
+def causal_product_cumsum(q, k, v):
+    """The same through prefix sums of the T x D x M outer products, as the authors' code does."""
+    return torch.einsum("bhld,bhldm->bhlm", q, torch.einsum("bhld,bhlm->bhldm", k, v).cumsum(dim=2))
+
+
+def flow_causal(q, k, v, clamp, causal_product=causal_product_dense):
     q, k = torch.sigmoid(q), torch.sigmoid(k)
     T = q.shape[2]
     n = torch.arange(1, T + 1, dtype=q.dtype)[None, None, :]
@@ -44,10 +54,7 @@ def flow_causal(q, k, v, clamp):
     allocation = torch.sigmoid(conserved_sink)
     e = torch.exp(conserved_source)
     competition = e / e.cumsum(dim=-1) * n
-    # the dense causal product: scores masked to j <= i
-    scores = torch.einsum("bhid,bhjd->bhij", q, k).tril()
-    out = torch.einsum("bhij,bhjm->bhim", scores, v * competition[..., None])
-    return out * (incoming * allocation)[..., None]
+    return causal_product(q, k, v * competition[..., None]) * (incoming * allocation)[..., None]
 
 
 def softmax_attention(q, k, v, causal):
