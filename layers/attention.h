@@ -71,6 +71,12 @@ static int attention_head_size(int C, int H) {
     return C / H;
 }
 
+// Offsets of one (batch element b, head h) into q, k, v and out.
+#define HEAD_Q(a, p, b, h) ((p) + (size_t)(b) * (a)->L * (a)->q_stride + (size_t)(h) * (a)->D)
+#define HEAD_K(a, p, b, h) ((p) + (size_t)(b) * (a)->S * (a)->k_stride + (size_t)(h) * (a)->D)
+#define HEAD_V(a, p, b, h) ((p) + (size_t)(b) * (a)->S * (a)->v_stride + (size_t)(h) * (a)->M)
+#define HEAD_OUT(a, p, b, h) ((p) + (size_t)(b) * (a)->L * (a)->H * (a)->M + (size_t)(h) * (a)->M)
+
 #include "causal_dot_product.h"
 #include "flow_attention.h"
 #include "softmax_attention.h"

@@ -56,17 +56,11 @@ static void scatter_sigmoid_grad(real* dsrc, const real* dfeat, const real* feat
     }
 }
 
-// Offsets of one (batch element b, head h) into q, k, v and out.
-#define HEAD_Q(a, p, b, h) ((p) + (size_t)(b) * (a)->L * (a)->q_stride + (size_t)(h) * (a)->D)
-#define HEAD_K(a, p, b, h) ((p) + (size_t)(b) * (a)->S * (a)->k_stride + (size_t)(h) * (a)->D)
-#define HEAD_V(a, p, b, h) ((p) + (size_t)(b) * (a)->S * (a)->v_stride + (size_t)(h) * (a)->M)
-#define HEAD_OUT(a, p, b, h) ((p) + (size_t)(b) * (a)->L * (a)->H * (a)->M + (size_t)(h) * (a)->M)
-
 // ----------------------------------------------------------------------------
 // Causal Flow-Attention
 
 // cache of one head: I, O, A, C, Z (running softmax denominator), Oc before the clamp, each (T,)
-enum { FC_I, FC_O, FC_A, FC_C, FC_Z, FC_RAW, FC_COUNT };
+enum { FC_I, FC_O, FC_A, FC_C, FC_Z, FC_RAW };
 
 // One head. q, k are sigmoid features (T,D), v is (T,M) rows v_stride apart;
 // writes R to out rows (H*M apart) and the per-position scalars to cache.
@@ -185,10 +179,10 @@ static void flow_causal_head_backward(real* dq, real* dk, real* dv, const real* 
 // ----------------------------------------------------------------------------
 // Normal (bidirectional) Flow-Attention, L queries and S keys
 
-// cache of one head: I, A over queries (L each); O, C, Oc before the clamp over keys (S each)
+// cache of one head: I and A over the L queries, then O, C and Oc before the clamp over the S keys
+enum { FN_I, FN_A, FN_O, FN_C, FN_RAW };
 static real* flow_normal_cache(real* cache, int L, int S, int which) {
-    // which: 0 = I, 1 = A (L each), 2 = O, 3 = C, 4 = raw (S each)
-    return which < 2 ? cache + (size_t)which * L : cache + 2 * (size_t)L + (size_t)(which - 2) * S;
+    return which <= FN_A ? cache + (size_t)which * L : cache + 2 * (size_t)L + (size_t)(which - FN_O) * S;
 }
 
 // One head. q (L,D), k (S,D) sigmoid features; v rows v_stride apart; out rows out_stride apart.
@@ -196,9 +190,9 @@ static real* flow_normal_cache(real* cache, int L, int S, int which) {
 static void flow_normal_head_forward(real* out, real* cache, const real* q, const real* k,
                                      const real* v, int L, int S, int D, int M, int v_stride, int out_stride,
                                      real c, real* w, real* p, real* scratch) {
-    real *I = flow_normal_cache(cache, L, S, 0), *A = flow_normal_cache(cache, L, S, 1);
-    real *O = flow_normal_cache(cache, L, S, 2), *C = flow_normal_cache(cache, L, S, 3);
-    real *raw = flow_normal_cache(cache, L, S, 4);
+    real *I = flow_normal_cache(cache, L, S, FN_I), *A = flow_normal_cache(cache, L, S, FN_A);
+    real *O = flow_normal_cache(cache, L, S, FN_O), *C = flow_normal_cache(cache, L, S, FN_C);
+    real *raw = flow_normal_cache(cache, L, S, FN_RAW);
     real *ksum = scratch, *qsum = ksum + D, *ko = qsum + D, *qi = ko + D;
     memset(scratch, 0, 4 * (size_t)D * sizeof(real));
     for (int j = 0; j < S; j++) vec_axpy(ksum, 1, k + (size_t)j * D, D);
@@ -230,9 +224,9 @@ static void flow_normal_head_backward(real* dq, real* dk, real* dv, const real* 
                                       const real* cache, const real* q, const real* k, const real* v,
                                       int L, int S, int D, int M, int v_stride, int out_stride, real c,
                                       real* g, real* w, real* dw, real* s, real* scratch) {
-    const real *I = flow_normal_cache((real*)cache, L, S, 0), *A = flow_normal_cache((real*)cache, L, S, 1);
-    const real *O = flow_normal_cache((real*)cache, L, S, 2), *C = flow_normal_cache((real*)cache, L, S, 3);
-    const real *raw = flow_normal_cache((real*)cache, L, S, 4);
+    const real *I = flow_normal_cache((real*)cache, L, S, FN_I), *A = flow_normal_cache((real*)cache, L, S, FN_A);
+    const real *O = flow_normal_cache((real*)cache, L, S, FN_O), *C = flow_normal_cache((real*)cache, L, S, FN_C);
+    const real *raw = flow_normal_cache((real*)cache, L, S, FN_RAW);
     real *dA = s, *dI = s + L, *dC = s + 2 * L;
     for (int i = 0; i < L; i++) {
         const real *dr = dout + (size_t)i * out_stride, *r = out + (size_t)i * out_stride;

@@ -179,7 +179,7 @@ static double clamped_share(const Case* c) {
     size_t per_head = flow_cache_per_head(a.L, a.S), clamped = 0, total = 0;
     for (int bh = 0; bh < a.B * a.H; bh++) {
         const float* raw = a.causal ? cache + bh * per_head + FC_RAW * a.L
-                                    : flow_normal_cache(cache + bh * per_head, a.L, a.S, 4);
+                                    : flow_normal_cache(cache + bh * per_head, a.L, a.S, FN_RAW);
         for (int j = 0; j < a.S; j++, total++) clamped += fabsf(raw[j]) > a.clamp;
     }
     free(q); free(k); free(v); free(out); free(cache);
