@@ -7,10 +7,9 @@
 //  - fused, strided qkv input; accumulation into gradients; the recurrent form
 //  - bad shapes stop with a message naming the sizes
 #include <stdint.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include "layers/attention.h"
 #include "dev/test/testing.h"
+#include "dev/test/capture.h"
 #include "dev/test/attention_f64.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -287,38 +286,19 @@ static void check_recurrent(AttentionKind kind, double clamp) {
 
 // ---- bad shapes --------------------------------------------------------------
 
-// Runs fn in a child process; passes when it exits non-zero and its stderr holds `expect`.
-static void check_fails(void (*fn)(void), const char* expect, const char* what) {
-    int fd[2];
-    if (pipe(fd) != 0) fail("pipe: %s", strerror(errno));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd[1], 2);
-        close(fd[0]);
-        fn();
-        _exit(0);
-    }
-    close(fd[1]);
-    char msg[1024] = {0};
-    size_t len = 0;
-    ssize_t got;
-    while (len < sizeof msg - 1 && (got = read(fd[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)got;
-    close(fd[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    int failed = WIFEXITED(status) && WEXITSTATUS(status) != 0;
-    char* nl = strchr(msg, '\n');
-    if (nl) *nl = 0;
-    check(failed && strstr(msg, expect) != NULL, "bad input, %s: \"%s\"", what, msg);
+// Runs fn in a child process; passes when it exits non-zero with `expect` in its message.
+static void check_fails(void (*fn)(void*), const char* expect, const char* what) {
+    char out[2048];
+    int status = run_captured(fn, NULL, out, sizeof out);
+    check(status > 0 && strstr(out, expect) != NULL, "bad input, %s: \"%s\"", what, error_line(out));
 }
 
-static void heads_not_dividing(void) { attention_head_size(10, 3); }
-static void zero_length(void) {
+static void heads_not_dividing(void* unused) { attention_head_size(10, 3); }
+static void zero_length(void* unused) {
     Attention a = attention_make(ATTN_FLOW, 1, 1, 0, 2, 4);
     attention_forward(&a, NULL, NULL, NULL, NULL, NULL);
 }
-static void causal_l_ne_s(void) {
+static void causal_l_ne_s(void* unused) {
     Attention a = attention_make(ATTN_FLOW, 1, 1, 5, 2, 4);
     a.S = 7;
     attention_forward(&a, NULL, NULL, NULL, NULL, NULL);

@@ -1,0 +1,57 @@
+// AdamW (Loshchilov & Hutter): Adam with weight decay decoupled from the
+// gradient, as PyTorch's torch.optim.AdamW and fairseq's adam, plus global
+// gradient-norm clipping. params, grads, m, v are (N).
+#ifndef LAYERS_ADAMW_H
+#define LAYERS_ADAMW_H
+
+#include <omp.h>
+#include "real.h"
+#include "../utils/utils.h"
+
+// One update at step t (1-based, for the bias corrections):
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+//   param -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * param)
+static void adamw_update(real* params, const real* grads, real* m, real* v, long N, real lr,
+                         real beta1, real beta2, real eps, real weight_decay, long t) {
+    real c1 = (real)1 - pow(beta1, (real)t), c2 = (real)1 - pow(beta2, (real)t);
+#pragma omp parallel for simd
+    for (long i = 0; i < N; i++) {
+        real g = grads[i];
+        real mi = beta1 * m[i] + ((real)1 - beta1) * g;
+        real vi = beta2 * v[i] + ((real)1 - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        params[i] -= lr * ((mi / c1) / (sqrt(vi / c2) + eps) + weight_decay * params[i]);
+    }
+}
+
+// L2 norm of the N gradients. Fixed-size chunks summed in a fixed order, so
+// the result is bitwise the same for any thread count.
+static double grad_norm(const real* grads, long N) {
+    const long chunk = 1 << 16;
+    long nchunks = (N + chunk - 1) / chunk;
+    double* partial = (double*)malloc_check(sizeof(double) * (nchunks > 0 ? nchunks : 1));
+#pragma omp parallel for
+    for (long c = 0; c < nchunks; c++) {
+        long end = (c + 1) * chunk < N ? (c + 1) * chunk : N;
+        real acc = 0;
+#pragma omp simd reduction(+:acc)
+        for (long i = c * chunk; i < end; i++) acc += grads[i] * grads[i];
+        partial[c] = acc;
+    }
+    double total = 0;
+    for (long c = 0; c < nchunks; c++) total += partial[c];
+    free(partial);
+    return sqrt(total);
+}
+
+// Scales the gradients so that their norm is at most max_norm (as PyTorch's
+// clip_grad_norm_: factor max_norm / (norm + 1e-6)); norm is grad_norm's result.
+static void clip_grads(real* grads, long N, double norm, double max_norm) {
+    if (max_norm <= 0 || norm <= max_norm) return;
+    real f = (real)(max_norm / (norm + 1e-6));
+#pragma omp parallel for simd
+    for (long i = 0; i < N; i++) grads[i] *= f;
+}
+
+#endif

@@ -1,0 +1,36 @@
+// Output paths: the folders of an output file are created on demand, and files
+// are written to "<path>.tmp" and renamed, so a file is either complete or absent.
+#ifndef UTILS_PATHS_H
+#define UTILS_PATHS_H
+
+#include <sys/stat.h>
+#include <sys/types.h>
+#include "utils.h"
+
+// mkdir -p of the folder that holds path.
+static void make_parent_dirs(const char* path) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n >= sizeof(buf)) fail("path too long: %s", path);
+    memcpy(buf, path, n + 1);
+    for (char* p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) fail("cannot create folder %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+}
+
+// "<path>.tmp" in a static buffer.
+static const char* tmp_path_of(const char* path) {
+    static char buf[4096 + 8];
+    if (strlen(path) >= 4096) fail("path too long: %s", path);
+    snprintf(buf, sizeof(buf), "%s.tmp", path);
+    return buf;
+}
+
+static void rename_check(const char* from, const char* to) {
+    if (rename(from, to) != 0) fail("cannot rename %s to %s: %s", from, to, strerror(errno));
+}
+
+#endif
