@@ -125,6 +125,8 @@ static void flow_causal_head_backward(real* dq, real* dk, real* dv, const real* 
     // suffix sum here. The terms that need the forward prefix sums themselves
     // are left for the second scan, their scalar factors kept in s.
     real *draw = s + 2 * T, *dIc = s + 3 * T, *ddenI = s + 4 * T, *ddenO = s + 5 * T;
+    // rqi, rko, rks, rqs: suffix sums over m >= i of the gradients with respect to
+    // the prefix sums qi_m, ko_m, ksum_m, qsum_m, each of which holds position i's term.
     real *rqi = scratch, *rko = rqi + D, *rks = rko + D, *rqs = rks + D;
     memset(scratch, 0, 4 * (size_t)D * sizeof(real));
     real zsuffix = 0; // sum_{m >= i} C_m dC_m / Z_m
