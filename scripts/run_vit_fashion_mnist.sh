@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Fashion-MNIST with a small Vision Transformer and Flow-Attention on a laptop CPU:
+# 28x28 images in 4x4 patches (49 tokens), 6 blocks of 64 channels, 10 epochs.
+#   scripts/run_vit_fashion_mnist.sh [--FIELD VALUE]...   (e.g. --attention softmax)
+# Prepares data/fashion-mnist first if needed (scripts/prepare_fashion_mnist.sh).
+# Set OMP_NUM_THREADS=1 when other programs share the cores: OpenMP's barriers
+# stall badly when its threads are descheduled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+make -j2 train_vit_flow >/dev/null
+[ -f data/fashion-mnist/train_000000.bin ] || scripts/prepare_fashion_mnist.sh
+./train_vit_flow --config configs/vit_fashion_mnist.json "$@"
