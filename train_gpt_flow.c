@@ -459,7 +459,7 @@ static double gpt_forward(GPT* m, const int* inputs, const int* targets, int B, 
         real* fch_act = s->fch_act + l * sBTF;
         real* residual3 = s->residual3 + l * sBTC;
 
-        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * C, p.ln1b + l * C, BT, C);
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * C, p.ln1b + l * C, BT, C, LAYERNORM_EPS);
         matmul_forward(qkv, ln1, p.qkvw + (size_t)l * 3 * C * C, p.qkvb + l * 3 * C, BT, C, 3 * C);
         attention_forward(&a, atty, cache, qkv, qkv + C, qkv + 2 * C);
         matmul_forward(s->branch, atty, p.attprojw + (size_t)l * C * C, p.attprojb + l * C, BT, C, C);
@@ -467,7 +467,7 @@ static double gpt_forward(GPT* m, const int* inputs, const int* targets, int B, 
             dropout_forward(s->branch, s->branch, (long)BT * C, c->p_attn, dropout_key(m, 1 + 3 * l));
         residual_forward(residual2, residual, s->branch, (long)BT * C);
 
-        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * C, p.ln2b + l * C, BT, C);
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * C, p.ln2b + l * C, BT, C, LAYERNORM_EPS);
         matmul_forward(fch, ln2, p.fcw + (size_t)l * F * C, p.fcb + l * F, BT, C, F);
         if (c->relu) relu_forward(fch_act, fch, (long)BT * F);
         else gelu_forward(fch_act, fch, (long)BT * F);
@@ -478,7 +478,7 @@ static double gpt_forward(GPT* m, const int* inputs, const int* targets, int B, 
             dropout_forward(s->branch, s->branch, (long)BT * C, c->p_resid, dropout_key(m, 3 + 3 * l));
         residual_forward(residual3, residual2, s->branch, (long)BT * C);
     }
-    layernorm_forward(s->lnf, s->lnf_mean, s->lnf_rstd, s->residual3 + (L - 1) * sBTC, p.lnfw, p.lnfb, BT, C);
+    layernorm_forward(s->lnf, s->lnf_mean, s->lnf_rstd, s->residual3 + (L - 1) * sBTC, p.lnfw, p.lnfb, BT, C, LAYERNORM_EPS);
     matmul_forward(s->logits, s->lnf, c->tied ? p.wte : p.lm_head, NULL, BT, C, V);
     if (targets == NULL) return -1;
     crossentropy_forward(s->losses, s->lse, s->logits, targets, BT, V);
@@ -647,21 +647,21 @@ static void gpt_step(const GPT* m, GenState* g, int token, int t) {
     Attention a = gpt_attention(m, 1, c->maxT);
     encoder_forward(g->x, &token, p.wte, pos + (size_t)t * C, c->embed_scale, 1, 1, C);
     for (int l = 0; l < c->L; l++) {
-        layernorm_forward(g->ln, g->mean, g->rstd, g->x, p.ln1w + l * C, p.ln1b + l * C, 1, C);
+        layernorm_forward(g->ln, g->mean, g->rstd, g->x, p.ln1w + l * C, p.ln1b + l * C, 1, C, LAYERNORM_EPS);
         matmul_forward(g->qkv, g->ln, p.qkvw + (size_t)l * 3 * C * C, p.qkvb + l * 3 * C, 1, C, 3 * C);
         for (int h = 0; h < H; h++)
             attention_step(&a, g->states + ((size_t)l * H + h) * g->state_size, t, g->atty + h * D,
                            g->qkv + h * D, g->qkv + C + h * D, g->qkv + 2 * C + h * D);
         matmul_forward(g->branch, g->atty, p.attprojw + (size_t)l * C * C, p.attprojb + l * C, 1, C, C);
         residual_forward(g->x, g->x, g->branch, C);
-        layernorm_forward(g->ln, g->mean, g->rstd, g->x, p.ln2w + l * C, p.ln2b + l * C, 1, C);
+        layernorm_forward(g->ln, g->mean, g->rstd, g->x, p.ln2w + l * C, p.ln2b + l * C, 1, C, LAYERNORM_EPS);
         matmul_forward(g->h, g->ln, p.fcw + (size_t)l * F * C, p.fcb + l * F, 1, C, F);
         if (c->relu) relu_forward(g->h_act, g->h, F);
         else gelu_forward(g->h_act, g->h, F);
         matmul_forward(g->branch, g->h_act, p.fcprojw + (size_t)l * C * F, p.fcprojb + l * C, 1, F, C);
         residual_forward(g->x, g->x, g->branch, C);
     }
-    layernorm_forward(g->ln, g->mean, g->rstd, g->x, p.lnfw, p.lnfb, 1, C);
+    layernorm_forward(g->ln, g->mean, g->rstd, g->x, p.lnfw, p.lnfb, 1, C, LAYERNORM_EPS);
     matmul_forward(g->logits, g->ln, c->tied ? p.wte : p.lm_head, NULL, 1, C, c->V);
 }
 
@@ -877,25 +877,6 @@ static void generate(const GPT* m, const Vocab* vocab, const char* vocab_path, c
 
 #ifndef TESTING
 
-// path with "{attention}" and "{step}" replaced.
-static void expand_path(char* out, const char* pattern, const Config* cfg, long step) {
-    char stepbuf[32];
-    snprintf(stepbuf, sizeof(stepbuf), "%ld", step);
-    size_t n = 0;
-    for (const char* p = pattern; *p;) {
-        const char* rep = NULL;
-        size_t skip = 1;
-        if (strncmp(p, "{attention}", 11) == 0) { rep = cfg->attention; skip = 11; }
-        else if (strncmp(p, "{step}", 6) == 0) { rep = stepbuf; skip = 6; }
-        size_t len = rep ? strlen(rep) : 1;
-        if (n + len >= CONFIG_STR) fail("path too long: %s", pattern);
-        memcpy(out + n, rep ? rep : p, len);
-        n += len;
-        p += skip;
-    }
-    out[n] = '\0';
-}
-
 // Resolves the model settings, failing with the field's name on a bad value.
 static GPTConfig model_config(const Config* cfg) {
     GPTConfig c;
@@ -961,7 +942,7 @@ static void log_eval(Logger* log, const char* split, long step, EvalResult r) {
 
 static void save_checkpoint(const GPT* m, const Config* cfg, long step, long data_pos, const Rng* rng) {
     char path[CONFIG_STR];
-    expand_path(path, cfg->checkpoint, cfg, step);
+    expand_path(path, sizeof path, cfg->checkpoint, cfg->attention, step);
     CheckpointInfo info = {m->num_parameters, step, data_pos, rng->state, config_to_json(&CONFIG_SCHEMA, cfg, 0)};
     checkpoint_save(path, &info, m->params_memory, m->m_memory, m->v_memory);
     free(info.config_json);
@@ -1047,7 +1028,7 @@ int main(int argc, char** argv) {
     int* targets = (int*)malloc_check((size_t)B * T * sizeof(int));
 
     char log_path[CONFIG_STR];
-    expand_path(log_path, cfg.log_file, &cfg, step);
+    expand_path(log_path, sizeof log_path, cfg.log_file, cfg.attention, step);
     // sampling only prints; a resumed run appends to its log
     Logger log = logger_open(train || eval_only ? log_path : "", resume_path != NULL);
     if (resume_path == NULL || !train) {

@@ -67,6 +67,7 @@ typedef struct {
     char pooling[CONFIG_STR];
     double layerscale;
     int layerscale_attn;
+    double ln_eps;
     double init_std, dropout, drop_path;
     // data
     char train_data[CONFIG_STR], val_data[CONFIG_STR], mean[CONFIG_STR], std[CONFIG_STR];
@@ -99,6 +100,7 @@ static const ConfigField CONFIG_FIELDS[] = {
     F(pooling, CFG_STRING, 1, "cls (class token, one stage only) or mean (average of the tokens)"),
     F(layerscale, CFG_FLOAT, 1, "initial LayerScale gain on the MLP branch (0: no LayerScale)"),
     F(layerscale_attn, CFG_BOOL, 1, "LayerScale on the attention branch too"),
+    F(ln_eps, CFG_FLOAT, 1, "LayerNorm epsilon (1e-5 as PyTorch; the authors' hierarchical model 1e-6)"),
     F(init_std, CFG_FLOAT, 0, "std of the initial weights, position embedding and class token"),
     F(dropout, CFG_FLOAT, 0, "dropout on the MLP hidden activations and on both branches' outputs"),
     F(drop_path, CFG_FLOAT, 0, "stochastic depth of the last block (rising linearly from 0 at the first)"),
@@ -153,6 +155,7 @@ static Config config_default(void) {
     strcpy(c.pooling, "mean");
     c.layerscale = 0;
     c.layerscale_attn = 0;
+    c.ln_eps = 1e-5;
     c.init_std = 0.02;
     c.dropout = 0;
     c.drop_path = 0;
@@ -199,6 +202,7 @@ typedef struct {
     int cls;                 // 1: class token (and its pooling), else mean pooling
     real layerscale;         // initial gain; 0: no LayerScale
     int layerscale_attn;     // LayerScale on the attention branch too
+    real ln_eps;             // LayerNorm epsilon
     real p_drop, p_path;     // dropout, drop-path of the last block
 } ViTConfig;
 
@@ -529,7 +533,7 @@ static double vit_forward(ViT* m, const real* images, const real* targets, int B
         Attention a = vit_attention(m, s, B);
         real pp = active(m, drop_path_of(m, l)), pd = active(m, c->p_drop);
 
-        layernorm_forward(x->ln1, x->ln1_mean, x->ln1_rstd, x->inp, w->ln1w, w->ln1b, BT, C);
+        layernorm_forward(x->ln1, x->ln1_mean, x->ln1_rstd, x->inp, w->ln1w, w->ln1b, BT, C, c->ln_eps);
         matmul_forward(x->qkv, x->ln1, w->qkvw, w->qkvb, BT, C, 3 * C);
         attention_forward(&a, x->atty, x->attcache, x->qkv, x->qkv + C, x->qkv + 2 * C);
         matmul_forward(x->attb, x->atty, w->projw, w->projb, BT, C, C);
@@ -538,7 +542,7 @@ static double vit_forward(ViT* m, const real* images, const real* targets, int B
         if (w->ls1 != NULL) { layerscale_forward(m->branch, x->attb, w->ls1, BT, C); branch = m->branch; }
         droppath_add_forward(x->res2, x->inp, branch, B, (long)m->T[s] * C, pp, dropout_key(m, 5 * l + 3));
 
-        layernorm_forward(x->ln2, x->ln2_mean, x->ln2_rstd, x->res2, w->ln2w, w->ln2b, BT, C);
+        layernorm_forward(x->ln2, x->ln2_mean, x->ln2_rstd, x->res2, w->ln2w, w->ln2b, BT, C, c->ln_eps);
         matmul_forward(x->fch, x->ln2, w->fcw, w->fcb, BT, C, F);
         gelu_forward(x->fch_act, x->fch, (long)BT * F);
         if (pd > 0) dropout_forward(x->fch_act, x->fch_act, (long)BT * F, pd, dropout_key(m, 5 * l + 1));
@@ -549,7 +553,7 @@ static double vit_forward(ViT* m, const real* images, const real* targets, int B
         droppath_add_forward(x->res3, x->res2, branch, B, (long)m->T[s] * C, pp, dropout_key(m, 5 * l + 4));
     }
     int sl = c->nstages - 1, Cl = c->dims[sl], Tl = m->T[sl];
-    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, vit_output(m), p->lnfw, p->lnfb, B * Tl, Cl);
+    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, vit_output(m), p->lnfw, p->lnfb, B * Tl, Cl, c->ln_eps);
     pool_forward(m->pooled, m->lnf, c->cls ? POOL_CLS : POOL_MEAN, B, Tl, Cl);
     matmul_forward(m->logits, m->pooled, p->headw, p->headb, B, Cl, c->K);
     if (targets == NULL) return -1;
@@ -838,25 +842,6 @@ static EvalResult evaluate(ViT* m, Loader* d, int B, long max_images, real* imag
 #include "data/image_prep.h"
 #include <stb/stb_image_write.h>
 
-// path with "{attention}" and "{step}" replaced.
-static void expand_path(char* out, const char* pattern, const Config* cfg, long step) {
-    char stepbuf[32];
-    snprintf(stepbuf, sizeof(stepbuf), "%ld", step);
-    size_t n = 0;
-    for (const char* p = pattern; *p;) {
-        const char* rep = NULL;
-        size_t skip = 1;
-        if (strncmp(p, "{attention}", 11) == 0) { rep = cfg->attention; skip = 11; }
-        else if (strncmp(p, "{step}", 6) == 0) { rep = stepbuf; skip = 6; }
-        size_t len = rep ? strlen(rep) : 1;
-        if (n + len >= CONFIG_STR) fail("path too long: %s", pattern);
-        memcpy(out + n, rep ? rep : p, len);
-        n += len;
-        p += skip;
-    }
-    out[n] = '\0';
-}
-
 // Comma-separated list of positive integers (at most max); returns the count.
 static int parse_int_list(const char* text, int* out, int max, const char* field) {
     int n = 0;
@@ -915,6 +900,7 @@ static ViTConfig model_config(const Config* cfg) {
     c.cls = strcmp(cfg->pooling, "cls") == 0;
     c.layerscale = (real)cfg->layerscale;
     c.layerscale_attn = cfg->layerscale_attn;
+    c.ln_eps = (real)cfg->ln_eps;
     c.p_drop = (real)cfg->dropout;
     c.p_path = (real)cfg->drop_path;
     return c;
@@ -950,7 +936,7 @@ static void log_eval(Logger* log, long step, double epoch, EvalResult r) {
 
 static void save_checkpoint(const ViT* m, const Config* cfg, long step, long data_pos, const Rng* rng) {
     char path[CONFIG_STR];
-    expand_path(path, cfg->checkpoint, cfg, step);
+    expand_path(path, sizeof path, cfg->checkpoint, cfg->attention, step);
     CheckpointInfo info = {m->num_parameters, step, data_pos, rng->state, config_to_json(&CONFIG_SCHEMA, cfg, 0)};
     checkpoint_save(path, &info, m->params_memory, m->m_memory, m->v_memory);
     free(info.config_json);
@@ -1132,7 +1118,7 @@ int main(int argc, char** argv) {
            (double)model.acts_size * sizeof(real) / B / 1e6, omp_get_max_threads());
 
     char log_path[CONFIG_STR];
-    expand_path(log_path, cfg.log_file, &cfg, step);
+    expand_path(log_path, sizeof log_path, cfg.log_file, cfg.attention, step);
     Logger log = logger_open(log_path, resume_path != NULL);
     if (resume_path == NULL || !train) {
         char* json = config_to_json(&CONFIG_SCHEMA, &cfg, 0);

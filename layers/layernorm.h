@@ -1,4 +1,5 @@
-// Layer normalisation over the last dimension (eps 1e-5, as PyTorch and fairseq).
+// Layer normalisation over the last dimension, with variance floor eps
+// (LAYERNORM_EPS = 1e-5 as PyTorch and fairseq; the authors' vision models use 1e-6).
 //   inp, out are (N,C); weight, bias are (C); mean, rstd are (N) and are kept
 //   for the backward pass.
 #ifndef LAYERS_LAYERNORM_H
@@ -9,7 +10,7 @@
 #define LAYERNORM_EPS ((real)1e-5)
 
 static void layernorm_forward(real* out, real* mean, real* rstd, const real* inp,
-                              const real* weight, const real* bias, int N, int C) {
+                              const real* weight, const real* bias, int N, int C, real eps) {
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         const real* x = inp + (long)n * C;
@@ -21,7 +22,7 @@ static void layernorm_forward(real* out, real* mean, real* rstd, const real* inp
 #pragma omp simd reduction(+:v)
         for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
         v /= C;
-        real s = (real)1 / sqrt(v + LAYERNORM_EPS);
+        real s = (real)1 / sqrt(v + eps);
         real* o = out + (long)n * C;
 #pragma omp simd
         for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];

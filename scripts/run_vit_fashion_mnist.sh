@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fashion-MNIST with a small Vision Transformer and Flow-Attention on a laptop CPU:
-# 28x28 images in 4x4 patches (49 tokens), 6 blocks of 64 channels, 10 epochs.
+# 28x28 images in 7x7 patches (16 tokens), 6 blocks of 128 channels, configs/vit_fashion_mnist.json.
 #   scripts/run_vit_fashion_mnist.sh [--FIELD VALUE]...   (e.g. --attention softmax)
 # Prepares data/fashion-mnist first if needed (scripts/prepare_fashion_mnist.sh).
 # Set OMP_NUM_THREADS=1 when other programs share the cores: OpenMP's barriers

@@ -33,4 +33,24 @@ static void rename_check(const char* from, const char* to) {
     if (rename(from, to) != 0) fail("cannot rename %s to %s: %s", from, to, strerror(errno));
 }
 
+// out (cap bytes) = pattern with "{attention}" and "{step}" replaced, as the
+// trainers name their logs and checkpoints.
+static void expand_path(char* out, size_t cap, const char* pattern, const char* attention, long step) {
+    char stepbuf[32];
+    snprintf(stepbuf, sizeof(stepbuf), "%ld", step);
+    size_t n = 0;
+    for (const char* p = pattern; *p;) {
+        const char* rep = NULL;
+        size_t skip = 1;
+        if (strncmp(p, "{attention}", 11) == 0) { rep = attention; skip = 11; }
+        else if (strncmp(p, "{step}", 6) == 0) { rep = stepbuf; skip = 6; }
+        size_t len = rep ? strlen(rep) : 1;
+        if (n + len >= cap) fail("path too long: %s", pattern);
+        memcpy(out + n, rep ? rep : p, len);
+        n += len;
+        p += skip;
+    }
+    out[n] = '\0';
+}
+
 #endif

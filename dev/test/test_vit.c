@@ -42,6 +42,7 @@ static void test_reference(const char* path) {
     int B = h[26], steps = h[28], K = c.K;
     c.clamp = s[0];
     c.layerscale = s[1];
+    c.ln_eps = (real)1e-5; // as dev/vit_reference.py
     ViT m;
     vit_build(&m, &c);
     check(m.num_parameters == h[27], "reference %s: %ld parameters (PyTorch %d)", path, m.num_parameters, h[27]);
@@ -106,7 +107,7 @@ static void test_checkpoint(void) {
     c.S = 8; c.Cin = 1; c.K = 4; c.P = 2; c.nstages = 2;
     c.dims[0] = 8; c.dims[1] = 16; c.depths[0] = 1; c.depths[1] = 1;
     c.heads[0] = 2; c.heads[1] = 2; c.ffn[0] = 16; c.ffn[1] = 32;
-    c.attention = ATTN_FLOW; c.clamp = 1; c.layerscale = (real)1e-5;
+    c.attention = ATTN_FLOW; c.clamp = 1; c.layerscale = (real)1e-5; c.ln_eps = (real)1e-6;
     ViT a, b;
     vit_build(&a, &c);
     vit_build(&b, &c);

@@ -29,6 +29,7 @@ static void run_case(const GradCase* gc) {
     }
     c.attention = gc->attention;
     c.clamp = (real)5;
+    c.ln_eps = (real)1e-5;
     c.cls = gc->cls;
     c.layerscale = (real)gc->layerscale;
     c.layerscale_attn = gc->layerscale_attn;
