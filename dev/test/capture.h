@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/wait.h>
+#include "utils/utils.h"
 
 // Reads the child's output from fd into out (NUL-terminated, truncated to cap-1) and
 // returns its exit status (-1 if it did not exit normally).
@@ -67,6 +68,38 @@ static int run_program(char* const argv[], char* out, size_t cap) {
     }
     close(fd[1]);
     return capture_finish(pid, fd[0], out, cap);
+}
+
+// Runs program with space-separated arguments (no quoting), output captured.
+static int run_args(const char* program, const char* args, char* out, size_t cap) {
+    static char buf[8192];
+    char* argv[128];
+    int n = 0;
+    argv[n++] = (char*)program;
+    snprintf(buf, sizeof(buf), "%s", args);
+    for (char* tok = strtok(buf, " "); tok != NULL && n < 127; tok = strtok(NULL, " ")) argv[n++] = tok;
+    argv[n] = NULL;
+    return run_program(argv, out, cap);
+}
+
+// The whole file as a NUL-terminated string (malloc'd), or NULL if it cannot be opened.
+static char* slurp(const char* path) {
+    FILE* f = fopen(path, "rb");
+    if (f == NULL) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char* s = (char*)malloc_check((size_t)n + 1);
+    if (fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+static void write_text(const char* path, const char* text) {
+    FILE* f = fopen_check(path, "wb");
+    fwrite_check(text, 1, strlen(text), f, path);
+    fclose_check(f, path);
 }
 
 // Path of a sibling program: the folder of argv0 + "/" + name (tests live beside the tools).

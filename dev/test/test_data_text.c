@@ -18,12 +18,6 @@ static char* tmp_path(const char* name) {
     return p;
 }
 
-static void write_text(const char* path, const char* text) {
-    FILE* f = fopen_check(path, "wb");
-    fwrite_check(text, 1, strlen(text), f, path);
-    fclose_check(f, path);
-}
-
 static int same_tokens(const uint32_t* got, long n, const uint32_t* want, long m) {
     if (n != m) return 0;
     for (long i = 0; i < n; i++) if (got[i] != want[i]) return 0;

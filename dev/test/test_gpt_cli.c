@@ -16,35 +16,7 @@ static char out[OUT_CAP];
 static char dir[256];
 
 // Runs ./train_gpt_flow with the space-separated arguments; returns the exit status.
-static int run_trainer(const char* args) {
-    static char buf[8192];
-    char* argv[128];
-    int n = 0;
-    argv[n++] = (char*)"./train_gpt_flow";
-    snprintf(buf, sizeof(buf), "%s", args);
-    for (char* tok = strtok(buf, " "); tok != NULL && n < 127; tok = strtok(NULL, " ")) argv[n++] = tok;
-    argv[n] = NULL;
-    return run_program(argv, out, OUT_CAP);
-}
-
-static char* slurp(const char* path) {
-    FILE* f = fopen(path, "rb");
-    if (f == NULL) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char* s = (char*)malloc_check((size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
-static void write_text(const char* path, const char* text) {
-    FILE* f = fopen_check(path, "wb");
-    fputs(text, f);
-    fclose_check(f, path);
-}
+static int run_trainer(const char* args) { return run_args("./train_gpt_flow", args, out, OUT_CAP); }
 
 // The "loss" of update `step` in a JSON-lines log, as printed (17 digits), or "".
 static void loss_at(const char* log, int step, char* value, size_t cap) {
