@@ -1,64 +1,37 @@
 # flowformer.c: `make` builds the trainers and tools, `make test` runs the suite,
 # `make bench` prints the benchmark tables, `make deps` installs what is needed.
+# This file reads top to bottom: settings, what each target builds, then the rules.
 
 CC ?= gcc
 CFLAGS ?= -O3 -march=native
 CFLAGS += -fopenmp -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -I.
 LDLIBS = -lm
 BUILD = build
+# Every program depends on every shared header: they are all header-only.
+HEADERS = $(wildcard layers/*.h) $(wildcard utils/*.h)
+# Where `make bench-data` finds the real data sets.
+DATA ?= ../shared/data
 
-LAYERS = $(wildcard layers/*.h) $(wildcard utils/*.h)
+# ---- targets ------------------------------------------------------------------
 
-# ---- trainers ---------------------------------------------------------------
-TRAINERS = train_gpt_flow
-# the GPT trainer reads its JSON configurations with cJSON
-train_gpt_flow: LDLIBS += -lcjson
-# the vision trainer likewise
-TRAINERS += train_vit_flow
-train_vit_flow: LDLIBS += -lcjson
-
-# ---- data preparation (data/) ----------------------------------------------
-# Rules come before `all`, so name the default goal explicitly.
-.DEFAULT_GOAL := all
+TRAINERS = train_gpt_flow train_vit_flow
 DATA_PROGRAMS = $(BUILD)/prepare_text $(BUILD)/prepare_images $(BUILD)/prepare_fashion_mnist
+# character-level tinyshakespeare, the default data of ./train_gpt_flow (with val.bin, vocab.txt)
 SHAKESPEARE = data/tinyshakespeare/train.bin
 
-$(BUILD)/prepare_%: data/prepare_%.c data/image_prep.h $(LAYERS) | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-
-# Character-level tinyshakespeare, the default data of ./train_gpt_flow (val.bin and
-# vocab.txt are written by the same run).
-$(SHAKESPEARE): data/tinyshakespeare/input.txt $(BUILD)/prepare_text
-	$(BUILD)/prepare_text char $< data/tinyshakespeare
-
-# Speed of tokenising and of image decoding on ../shared/data (the folder: make bench-data DATA=...).
-DATA ?= ../shared/data
-$(BUILD)/bench_data: dev/bench_data.c dev/test/capture.h data/image_prep.h $(LAYERS) $(DATA_PROGRAMS) | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-bench-data: $(BUILD)/bench_data
-	$(BUILD)/bench_data $(DATA)
-.PHONY: bench-data
-
-# Data tests run the preparation programs as subprocesses, so they depend on them.
-$(BUILD)/test_data_text: dev/test/test_data_text.c dev/test/testing.h dev/test/capture.h $(LAYERS) $(BUILD)/prepare_text | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-$(BUILD)/test_data_images: dev/test/test_data_images.c dev/test/testing.h dev/test/capture.h data/image_prep.h $(LAYERS) $(BUILD)/prepare_images | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-
-
-# ---- tests (each program prints PASS/FAIL lines; dev/run_tests.sh adds them up)
-TESTS = $(BUILD)/test_attention $(BUILD)/test_data_text $(BUILD)/test_data_images
-# GPT trainer: float64 whole-model gradients; float32 reference state, generation,
-# checkpoints; the program itself (resume, bad input)
+# Tests: each program (or script) prints PASS/FAIL lines; dev/run_tests.sh adds them up.
+#   every header compiles on its own; attention kernels against dense definitions, finite
+#   differences and PyTorch; data preparation; each trainer's model in float64 (finite
+#   differences) and float32 (PyTorch reference, checkpoints, generation, augmentation),
+#   then the program itself (resume, bad input).
+TESTS = dev/test/test_headers.sh $(BUILD)/test_attention $(BUILD)/test_data_text $(BUILD)/test_data_images
 TESTS += $(BUILD)/test_gpt_grad $(BUILD)/test_gpt $(BUILD)/test_gpt_cli
-# ViT trainer: float64 whole-model gradients (plain and hierarchical); float32
-# reference state, checkpoints, augmentation; the program itself (resume, bad input)
 TESTS += $(BUILD)/test_vit_grad $(BUILD)/test_vit $(BUILD)/test_vit_cli
 
-# ---- benchmarks -------------------------------------------------------------
 BENCHES = $(BUILD)/bench_attention
 
-.PHONY: all test bench deps clean
+.DEFAULT_GOAL := all
+.PHONY: all test bench bench-data deps clean
 
 all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE)
 
@@ -68,43 +41,57 @@ test: $(TESTS)
 bench: $(BENCHES)
 	$(BUILD)/bench_attention
 
+# Speed of tokenising and of image decoding on the real data (make bench-data DATA=folder).
+bench-data: $(BUILD)/bench_data
+	$(BUILD)/bench_data $(DATA)
+
 # Debian packages: cJSON (configs), stb (image decode), PyTorch/numpy (dev/ references only).
 deps:
 	apt-get update -q
 	apt-get install -y -q build-essential libcjson-dev libstb-dev python3-numpy python3-torch
 
+clean:
+	rm -rf $(BUILD) $(TRAINERS)
+
+# ---- rules --------------------------------------------------------------------
+
 $(BUILD):
 	mkdir -p $(BUILD)
 
-train_%: train_%.c $(LAYERS)
+train_%: train_%.c $(HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lcjson
+
+$(BUILD)/prepare_%: data/prepare_%.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+$(SHAKESPEARE): data/tinyshakespeare/input.txt $(BUILD)/prepare_text
+	$(BUILD)/prepare_text char $< data/tinyshakespeare
 
 # The attention test checks float32 kernels against the same source built in float64.
-$(BUILD)/attention_f64.o: dev/test/attention_f64.c $(LAYERS) | $(BUILD)
+$(BUILD)/attention_f64.o: dev/test/attention_f64.c dev/test/attention_f64.h $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -DREAL_DOUBLE -c -o $@ $<
-$(BUILD)/test_attention: dev/test/test_attention.c $(BUILD)/attention_f64.o dev/test/testing.h dev/test/capture.h $(LAYERS) | $(BUILD)
+$(BUILD)/test_attention: dev/test/test_attention.c $(BUILD)/attention_f64.o dev/test/*.h $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/attention_f64.o $(LDLIBS)
 
-# The GPT tests include train_gpt_flow.c with -DTESTING (its main() left out).
-GPT_TEST_DEPS = train_gpt_flow.c dev/test/testing.h $(LAYERS) | $(BUILD)
-$(BUILD)/test_gpt_grad: dev/test/test_gpt_grad.c $(GPT_TEST_DEPS)
+# Data tests run the preparation programs as subprocesses, so they depend on them.
+$(BUILD)/test_data_text: dev/test/test_data_text.c dev/test/*.h $(HEADERS) $(BUILD)/prepare_text | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/test_data_images: dev/test/test_data_images.c dev/test/*.h $(HEADERS) $(BUILD)/prepare_images | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# The model tests include the trainer with -DTESTING (its main() left out); the
+# gradient checks build it in float64.
+$(BUILD)/test_%_grad: dev/test/test_%_grad.c train_%_flow.c dev/test/*.h $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -DREAL_DOUBLE -DTESTING -o $@ $< $(LDLIBS) -lcjson
-$(BUILD)/test_gpt: dev/test/test_gpt.c $(GPT_TEST_DEPS)
+$(BUILD)/test_gpt: dev/test/test_gpt.c train_gpt_flow.c dev/test/*.h $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -DTESTING -o $@ $< $(LDLIBS) -lcjson
-$(BUILD)/test_gpt_cli: dev/test/test_gpt_cli.c train_gpt_flow dev/test/capture.h $(GPT_TEST_DEPS)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-
-# The ViT tests include train_vit_flow.c with -DTESTING (its main() left out).
-VIT_TEST_DEPS = train_vit_flow.c dev/test/testing.h $(LAYERS) | $(BUILD)
-$(BUILD)/test_vit_grad: dev/test/test_vit_grad.c $(VIT_TEST_DEPS)
-	$(CC) $(CFLAGS) -DREAL_DOUBLE -DTESTING -o $@ $< $(LDLIBS) -lcjson
-$(BUILD)/test_vit: dev/test/test_vit.c $(VIT_TEST_DEPS)
+$(BUILD)/test_vit: dev/test/test_vit.c train_vit_flow.c dev/test/*.h $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -DTESTING -o $@ $< $(LDLIBS) -lcjson
-$(BUILD)/test_vit_cli: dev/test/test_vit_cli.c train_vit_flow dev/test/capture.h $(VIT_TEST_DEPS)
+# The program tests run the trainer itself.
+$(BUILD)/test_%_cli: dev/test/test_%_cli.c train_%_flow dev/test/*.h $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-$(BUILD)/bench_attention: dev/bench_attention.c $(LAYERS) | $(BUILD)
+$(BUILD)/bench_attention: dev/bench_attention.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-
-clean:
-	rm -rf $(BUILD) $(TRAINERS)
+$(BUILD)/bench_data: dev/bench_data.c dev/test/capture.h $(HEADERS) $(DATA_PROGRAMS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)

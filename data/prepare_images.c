@@ -6,7 +6,7 @@
 // index of a wnid is its position in the sorted list of classes: the first word of each line
 // of --synsets FILE (ImageNet's 1000), or else the folder names. Each image is decoded (grey
 // and CMYK become RGB), its shorter side resized to S with an antialiased filter and its
-// centre S x S kept (data/image_prep.h); shards OUT_PREFIX_000000.bin, ... hold up to N
+// centre S x S kept (utils/image_decode.h); shards OUT_PREFIX_000000.bin, ... hold up to N
 // images each, in class then file name order. Files that are not images or are truncated,
 // empty class folders and folders outside the class list are reported, skipped and counted.
 // Decoding runs on all cores (OMP_NUM_THREADS to change).
@@ -18,7 +18,7 @@
 #include "utils/utils.h"
 #include "utils/image_shard.h"
 #define STB_IMAGE_IMPLEMENTATION // the one place stb_image is compiled
-#include "data/image_prep.h"
+#include "utils/image_decode.h"
 
 static double now_seconds(void) {
     struct timespec ts;

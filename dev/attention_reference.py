@@ -1,4 +1,4 @@
-"""PyTorch reference of the attention operators, written from ../shared/FLOW_ATTENTION.md.
+"""PyTorch reference of the attention operators, written from doc/FLOW_ATTENTION.md.
 
 Computes outputs and, by autograd, the gradients of sum(out * dout) in float64,
 and writes them to dev/ref/attention_<case>.bin for dev/test/test_attention.c,

@@ -6,7 +6,7 @@
 //    core, then build/prepare_images end to end on 1 core and on all cores.
 //   build/bench_data [DATA_DIR]     (make bench-data)
 #define STB_IMAGE_IMPLEMENTATION
-#include "data/image_prep.h"
+#include "utils/image_decode.h"
 #include <dirent.h>
 #include <time.h>
 #include <sys/resource.h>

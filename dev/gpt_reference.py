@@ -1,5 +1,5 @@
 """PyTorch reference of train_gpt_flow.c's model, written from the project's own
-specification (the model section of README.md and ../shared/FLOW_ATTENTION.md),
+specification (the model section of README.md and doc/FLOW_ATTENTION.md),
 not from another implementation. Computes in float64 with autograd and saves a
 debug state that dev/test/test_gpt.c matches in float32 to 1e-4:
 parameters, a batch, logits, loss, gradients, and the losses of 10 AdamW steps.

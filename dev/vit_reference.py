@@ -1,6 +1,6 @@
 """PyTorch reference of train_vit_flow.c's model, written from the project's own
 specification (the Vision Transformer section of README.md, the model comment at
-the top of train_vit_flow.c, and ../shared/FLOW_ATTENTION.md through
+the top of train_vit_flow.c, and doc/FLOW_ATTENTION.md through
 dev/attention_reference.py), not from another implementation. Computes in
 float64 with autograd and saves a debug state that dev/test/test_vit.c matches in
 float32 to 1e-4: parameters, images, soft targets, logits, loss, gradients, and

@@ -1,12 +1,19 @@
 // AdamW (Loshchilov & Hutter): Adam with weight decay decoupled from the
 // gradient, as PyTorch's torch.optim.AdamW and fairseq's adam, plus global
-// gradient-norm clipping. params, grads, m, v are (N).
+// gradient-norm clipping. params, grads, m, v are (N); adamw_step takes one
+// step over a model's Parameters (utils/params.h).
 #ifndef LAYERS_ADAMW_H
 #define LAYERS_ADAMW_H
 
 #include <omp.h>
-#include "real.h"
-#include "../utils/utils.h"
+#include "utils/real.h"
+#include "utils/utils.h"
+#include "utils/params.h"
+
+typedef struct {
+    double beta1, beta2, eps, weight_decay;
+    double grad_clip; // clip the global gradient norm to this (0: off)
+} AdamW;
 
 // One update at step t (1-based, for the bias corrections):
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
@@ -52,6 +59,25 @@ static void clip_grads(real* grads, long N, double norm, double max_norm) {
     real f = (real)(max_norm / (norm + 1e-6));
 #pragma omp parallel for simd
     for (long i = 0; i < N; i++) grads[i] *= f;
+}
+
+// One training update of every tensor, after the gradients of update `step`
+// (1-based) are in: their global norm, a stop naming the step when it or the
+// loss is not finite, clipping, then AdamW with learning rate lr (weight decay
+// only where the table says so). Returns the norm before clipping.
+static double adamw_step(Parameters* P, const AdamW* opt, double lr, double loss, long step) {
+    double norm = grad_norm(P->grads, P->count);
+    if (!isfinite(loss) || !isfinite(norm))
+        fail("step %ld: the loss (%g) or gradient norm (%g) is not finite", step, loss, norm);
+    clip_grads(P->grads, P->count, norm, opt->grad_clip);
+    for (int i = 0; i < P->ntensors; i++) {
+        const TensorInfo* ti = &P->tensors[i];
+        if (ti->size == 0) continue;
+        adamw_update(P->params + ti->offset, P->grads + ti->offset, P->m + ti->offset, P->v + ti->offset,
+                     ti->size, (real)lr, (real)opt->beta1, (real)opt->beta2, (real)opt->eps,
+                     ti->decay ? (real)opt->weight_decay : 0, step);
+    }
+    return norm;
 }
 
 #endif

@@ -1,67 +1,83 @@
-// Multi-head attention cores, selected by name: "flow" (Flow-Attention, the
-// Flowformer operator of FLOW_ATTENTION.md), "softmax" (the vanilla Transformer)
-// and "linear" (Katharopoulos et al. 2020, feature map elu(x)+1).
-// Each has a causal and a bidirectional ("normal") form, forward and backward.
+// Multi-head attention cores, one row per kind in ATTENTION_KINDS:
+// "flow" (Flow-Attention, the Flowformer operator of doc/FLOW_ATTENTION.md),
+// "softmax" (the vanilla Transformer) and "linear" (Katharopoulos et al. 2020).
+// Each has a causal and a bidirectional ("normal") form, forward and backward,
+// and a recurrent step for generation. A new kind is one header that defines
+// the operations of layers/attention_types.h, and one row below.
 //
 // These cores take the projected queries, keys and values and return the
-// concatenated heads; the projections around them are ordinary matmuls.
-//   q is (B, L, H*D), k is (B, S, H*D), v is (B, S, H*M), each row `*_stride`
-//   reals apart (so a fused (B,T,3C) qkv buffer can be passed as q=qkv,
-//   k=qkv+C, v=qkv+2C with stride 3C); out is (B, L, H*M), contiguous.
-// Causal forms need L == S. Position i then sees positions j <= i.
-// Backward passes accumulate (+=) into dq, dk, dv (same strides as q, k, v),
-// as every backward pass of the trainers does.
+// concatenated heads (layouts in layers/attention_types.h); the projections
+// around them are ordinary matmuls. Causal forms need L == S: position i then
+// sees positions j <= i. Backward passes accumulate (+=) into dq, dk, dv, as
+// every backward pass of the trainers does.
 #ifndef LAYERS_ATTENTION_H
 #define LAYERS_ATTENTION_H
 
+#include <stdio.h>
 #include <string.h>
-#include "real.h"
-#include "../utils/utils.h"
+#include "utils/real.h"
+#include "utils/utils.h"
+#include "layers/attention_types.h"
+#include "layers/flow_attention.h"
+#include "layers/softmax_attention.h"
+#include "layers/linear_attention.h"
 
-typedef enum { ATTN_FLOW = 0, ATTN_SOFTMAX = 1, ATTN_LINEAR = 2 } AttentionKind;
+static const AttentionKind ATTENTION_KINDS[] = {
+    {"flow", "Flow-Attention (Flowformer), linear in the sequence", flow_attention_cache_size,
+     flow_attention_state_size, flow_attention_check, flow_attention_forward, flow_attention_backward,
+     flow_attention_step},
+    {"softmax", "softmax attention, scores scaled by 1/sqrt(D) (the vanilla Transformer)",
+     softmax_attention_cache_size, softmax_attention_state_size, NULL, softmax_attention_forward,
+     softmax_attention_backward, softmax_attention_step},
+    {"linear", "linear attention with feature map elu(x)+1 (Katharopoulos et al. 2020)",
+     linear_attention_cache_size, linear_attention_state_size, NULL, linear_attention_forward,
+     linear_attention_backward, linear_attention_step},
+};
+#define NUM_ATTENTION_KINDS ((int)(sizeof(ATTENTION_KINDS) / sizeof(ATTENTION_KINDS[0])))
 
-typedef struct {
-    AttentionKind kind;
-    int causal;       // 1: position i attends to j <= i (needs L == S)
-    int B, L, S, H;   // batch, query positions, key/value positions, heads
-    int D, M;         // head size of queries/keys, head size of values
-    int q_stride, k_stride, v_stride; // reals between consecutive positions
-    real clamp;       // Flow-Attention conservation bound c (FLOW_ATTENTION.md; 1.0 by default)
-} Attention;
-
-static const char* attention_kind_name(AttentionKind kind) {
-    return kind == ATTN_FLOW ? "flow" : kind == ATTN_SOFTMAX ? "softmax" : "linear";
+// The kind called name, or NULL.
+static const AttentionKind* attention_kind(const char* name) {
+    for (int i = 0; i < NUM_ATTENTION_KINDS; i++)
+        if (strcmp(ATTENTION_KINDS[i].name, name) == 0) return &ATTENTION_KINDS[i];
+    return NULL;
 }
 
-// Returns the kind for "flow", "softmax" or "linear", or -1 for any other name.
-static int attention_kind_from_name(const char* name) {
-    if (strcmp(name, "flow") == 0) return ATTN_FLOW;
-    if (strcmp(name, "softmax") == 0) return ATTN_SOFTMAX;
-    if (strcmp(name, "linear") == 0) return ATTN_LINEAR;
-    return -1;
+// The kind called name; otherwise stops, naming the kinds there are.
+static const AttentionKind* attention_kind_or_fail(const char* name) {
+    const AttentionKind* kind = attention_kind(name);
+    if (kind != NULL) return kind;
+    char names[256] = "";
+    for (int i = 0; i < NUM_ATTENTION_KINDS; i++)
+        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? "|" : "", ATTENTION_KINDS[i].name);
+    fail("configuration: attention must be one of %s, got \"%s\"", names, name);
+}
+
+// The kinds and what they are, for --help.
+static void attention_print_kinds(void) {
+    printf("attention kinds (--attention):\n");
+    for (int i = 0; i < NUM_ATTENTION_KINDS; i++)
+        printf("  %-10s %s\n", ATTENTION_KINDS[i].name, ATTENTION_KINDS[i].help);
 }
 
 // Self-attention over contiguous (B,T,H*D) q, k, v buffers, clamp 1.0.
-static Attention attention_make(AttentionKind kind, int causal, int B, int T, int H, int D) {
+static Attention attention_make(const AttentionKind* kind, int causal, int B, int T, int H, int D) {
     Attention a = {kind, causal, B, T, T, H, D, D, H * D, H * D, H * D, (real)1};
     return a;
 }
 
 // Stops with a message naming the sizes when they cannot be right.
 static void attention_check(const Attention* a) {
-    if (a->kind != ATTN_FLOW && a->kind != ATTN_SOFTMAX && a->kind != ATTN_LINEAR)
-        fail("attention: unknown kind %d", (int)a->kind);
+    if (a->kind == NULL) fail("attention: no kind given");
     if (a->B <= 0 || a->L <= 0 || a->S <= 0 || a->H <= 0 || a->D <= 0 || a->M <= 0)
         fail("attention: sizes must be positive, got B=%d L=%d S=%d H=%d D=%d M=%d",
              a->B, a->L, a->S, a->H, a->D, a->M);
     if (a->causal && a->L != a->S)
         fail("attention: causal %s attention needs as many queries as keys, got L=%d S=%d",
-             attention_kind_name(a->kind), a->L, a->S);
+             a->kind->name, a->L, a->S);
     if (a->q_stride < a->H * a->D || a->k_stride < a->H * a->D || a->v_stride < a->H * a->M)
         fail("attention: row strides q=%d k=%d v=%d are shorter than the rows H*D=%d, H*M=%d",
              a->q_stride, a->k_stride, a->v_stride, a->H * a->D, a->H * a->M);
-    if (a->kind == ATTN_FLOW && !(a->clamp > 0 && a->clamp <= 40))
-        fail("attention: flow clamp bound must be in (0, 40], got %g", (double)a->clamp);
+    if (a->kind->check != NULL) a->kind->check(a);
 }
 
 // Channels C split into heads of C/H; stops with a message when H does not divide C.
@@ -71,38 +87,15 @@ static int attention_head_size(int C, int H) {
     return C / H;
 }
 
-// Offsets of one (batch element b, head h) into q, k, v and out.
-#define HEAD_Q(a, p, b, h) ((p) + (size_t)(b) * (a)->L * (a)->q_stride + (size_t)(h) * (a)->D)
-#define HEAD_K(a, p, b, h) ((p) + (size_t)(b) * (a)->S * (a)->k_stride + (size_t)(h) * (a)->D)
-#define HEAD_V(a, p, b, h) ((p) + (size_t)(b) * (a)->S * (a)->v_stride + (size_t)(h) * (a)->M)
-#define HEAD_OUT(a, p, b, h) ((p) + (size_t)(b) * (a)->L * (a)->H * (a)->M + (size_t)(h) * (a)->M)
-
-#include "causal_dot_product.h"
-#include "flow_attention.h"
-#include "softmax_attention.h"
-#include "linear_attention.h"
-
 // Reals the forward pass saves for the backward pass, per call: a few per
 // (batch, head, position), never anything of size L*S or L*D*M.
-static size_t attention_cache_size(const Attention* a) {
-    size_t rows = (size_t)a->B * a->H;
-    switch (a->kind) {
-    case ATTN_FLOW: return rows * flow_cache_per_head(a->L, a->S);
-    case ATTN_SOFTMAX: return rows * (size_t)a->L;
-    case ATTN_LINEAR: return rows * (size_t)a->L;
-    }
-    return 0;
-}
+static size_t attention_cache_size(const Attention* a) { return a->kind->cache_size(a); }
 
 // out (B,L,H*M) = attention(q, k, v); cache gets attention_cache_size(a) reals.
 static void attention_forward(const Attention* a, real* out, real* cache,
                               const real* q, const real* k, const real* v) {
     attention_check(a);
-    switch (a->kind) {
-    case ATTN_FLOW: flow_attention_forward(a, out, cache, q, k, v); break;
-    case ATTN_SOFTMAX: softmax_attention_forward(a, out, cache, q, k, v); break;
-    case ATTN_LINEAR: linear_attention_forward(a, out, cache, q, k, v); break;
-    }
+    a->kind->forward(a, out, cache, q, k, v);
 }
 
 // dq, dk, dv += gradients of sum(dout * out); out and cache are the forward's.
@@ -110,11 +103,7 @@ static void attention_backward(const Attention* a, real* dq, real* dk, real* dv,
                                const real* dout, const real* out, const real* cache,
                                const real* q, const real* k, const real* v) {
     attention_check(a);
-    switch (a->kind) {
-    case ATTN_FLOW: flow_attention_backward(a, dq, dk, dv, dout, out, cache, q, k, v); break;
-    case ATTN_SOFTMAX: softmax_attention_backward(a, dq, dk, dv, dout, out, cache, q, k, v); break;
-    case ATTN_LINEAR: linear_attention_backward(a, dq, dk, dv, dout, out, cache, q, k, v); break;
-    }
+    a->kind->backward(a, dq, dk, dv, dout, out, cache, q, k, v);
 }
 
 // ----------------------------------------------------------------------------
@@ -124,24 +113,16 @@ static void attention_backward(const Attention* a, real* dq, real* dk, real* dv,
 
 // Reals of state per (batch element, head); softmax keeps its keys and values,
 // so it needs the longest sequence to be generated.
-static size_t attention_state_size(const Attention* a, int max_T) {
-    switch (a->kind) {
-    case ATTN_FLOW: return flow_causal_state_size(a->D, a->M);
-    case ATTN_SOFTMAX: return softmax_causal_state_size(a->D, a->M, max_T);
-    case ATTN_LINEAR: return linear_causal_state_size(a->D, a->M);
-    }
-    return 0;
-}
+static size_t attention_state_size(const Attention* a, int max_T) { return a->kind->state_size(a, max_T); }
 
-// One head, one position t (0-based; state zeroed before t = 0).
-// q, k are D reals, v is M reals; writes M reals to out and updates state.
+// One head, one position t of a causal attention of a->L positions (state zeroed
+// before t = 0). q, k are D reals, v is M reals; writes M reals to out and updates state.
 static void attention_step(const Attention* a, real* state, int t, real* out,
                            const real* q, const real* k, const real* v) {
-    switch (a->kind) {
-    case ATTN_FLOW: flow_causal_step(a->D, a->M, a->clamp, state, t, out, q, k, v); break;
-    case ATTN_SOFTMAX: softmax_causal_step(a->D, a->M, state, t, out, q, k, v); break;
-    case ATTN_LINEAR: linear_causal_step(a->D, a->M, state, t, out, q, k, v); break;
-    }
+    attention_check(a);
+    if (!a->causal) fail("attention: the recurrent step needs causal %s attention", a->kind->name);
+    if (t < 0 || t >= a->L) fail("attention: step at position %d outside [0, %d)", t, a->L);
+    a->kind->step(a, state, t, out, q, k, v);
 }
 
 #endif

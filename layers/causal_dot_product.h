@@ -13,23 +13,10 @@
 #define LAYERS_CAUSAL_DOT_PRODUCT_H
 
 #include <string.h>
-#include "real.h"
-#include "matmul.h"
+#include "utils/real.h"
+#include "layers/matmul.h"
 
 #define CDP_CHUNK 64
-
-static inline real vec_dot(const real* x, const real* y, int n) {
-    real acc = 0;
-    #pragma omp simd reduction(+:acc)
-    for (int i = 0; i < n; i++) acc += x[i] * y[i];
-    return acc;
-}
-
-// y += a * x
-static inline void vec_axpy(real* y, real a, const real* x, int n) {
-    #pragma omp simd
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
 
 // Every step below is a small matrix product, done by layers/matmul.h's gemm:
 // gemm(M, N, K, a, a_row, a_col, b, b_row, b_col, c, ldc, accumulate) sets or

@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 #include <string.h>
-#include "real.h"
+#include "utils/real.h"
 
 // exp that vectorises: libm's expf is a scalar call, and with a 267,744-word
 // vocabulary the softmax spends a quarter of a step in it. In float32, Cephes'

@@ -7,8 +7,8 @@
 #define LAYERS_DROPOUT_H
 
 #include <stdint.h>
-#include "real.h"
-#include "../utils/rng.h"
+#include "utils/real.h"
+#include "utils/rng.h"
 
 // 1 if element i is kept: compares 24 random bits with p.
 static inline int dropout_keep(uint64_t key, long i, uint32_t threshold) {

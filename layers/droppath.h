@@ -7,7 +7,7 @@
 #ifndef LAYERS_DROPPATH_H
 #define LAYERS_DROPPATH_H
 
-#include "dropout.h"
+#include "layers/dropout.h"
 
 static inline real droppath_scale(uint64_t key, int b, real p) {
     if (p <= 0) return 1;

@@ -5,7 +5,8 @@
 #ifndef LAYERS_ENCODER_H
 #define LAYERS_ENCODER_H
 
-#include "real.h"
+#include <stddef.h>
+#include "utils/real.h"
 
 // Fixed positions as fairseq's SinusoidalPositionalEmbedding: for position t
 // (fairseq numbers positions from padding_idx + 1 = 2, kept so the numbers agree)

@@ -1,6 +1,6 @@
 // Flow-Attention (Flowformer, Wu et al. ICML 2022), forward and backward,
-// bidirectional ("normal") and causal, exactly as ../shared/FLOW_ATTENTION.md.
-// Included by attention.h, which holds the Attention struct and the dispatch.
+// bidirectional ("normal") and causal, exactly as doc/FLOW_ATTENTION.md.
+// One row of the table in layers/attention.h ("flow").
 //
 // Per (batch element, head), with q = sigmoid(Q), k = sigmoid(K), eps added to
 // every component in the dot products written (x + eps) . (y + eps):
@@ -12,30 +12,26 @@
 //   C_j  = S * softmax_j(Oc)                            competition
 //   R_i  = A_i * I_i * sum_j (q_i . k_j) C_j V_j
 // The causal form turns every sum over the sequence into a prefix sum and
-// rescales by the position count n_i = i + 1 (see FLOW_ATTENTION.md).
+// rescales by the position count n_i = i + 1 (see doc/FLOW_ATTENTION.md).
 #ifndef LAYERS_FLOW_ATTENTION_H
 #define LAYERS_FLOW_ATTENTION_H
 
+#include <string.h>
+#include "utils/real.h"
+#include "utils/utils.h"
+#include "layers/vec.h"
+#include "layers/attention_types.h"
+#include "layers/causal_dot_product.h"
+
 #define FLOW_EPS ((real)1e-6)
+// The competition computes exp(Oc - c) in [exp(-2c), 1]: up to this bound the
+// smallest term stays a normal float32 (exp(-80) = 1.8e-35)
+#define FLOW_MAX_CLAMP 40
 
 // Per-(batch, head) reals saved by the forward pass: the scalars of each step
 // of the operator, one per position. Causal: 6 per position; normal: 2 per
 // query and 3 per key. Both fit in 3*(L+S).
 static size_t flow_cache_per_head(int L, int S) { return 3 * ((size_t)L + S); }
-
-// (x + eps) . (y + eps)
-static inline real dot_eps(const real* x, const real* y, int n) {
-    real acc = 0;
-    #pragma omp simd reduction(+:acc)
-    for (int d = 0; d < n; d++) acc += (x[d] + FLOW_EPS) * (y[d] + FLOW_EPS);
-    return acc;
-}
-
-// y += a * (x + eps)
-static inline void axpy_eps(real* y, real a, const real* x, int n) {
-    #pragma omp simd
-    for (int d = 0; d < n; d++) y[d] += a * (x[d] + FLOW_EPS);
-}
 
 static inline real clampr(real x, real c) { return x < -c ? -c : (x > c ? c : x); }
 
@@ -78,12 +74,12 @@ static void flow_causal_head_forward(real* out, real* cache, const real* q, cons
         real n = (real)(i + 1);
         vec_axpy(ksum, 1, kr, D);
         vec_axpy(qsum, 1, qr, D);
-        I[i] = (real)1 / dot_eps(qr, ksum, D);
-        O[i] = (real)1 / dot_eps(kr, qsum, D);
+        I[i] = (real)1 / vec_dot_eps(qr, ksum, D, FLOW_EPS);
+        O[i] = (real)1 / vec_dot_eps(kr, qsum, D, FLOW_EPS);
         vec_axpy(ko, n * O[i], kr, D);
         vec_axpy(qi, n * I[i], qr, D);
-        A[i] = sigmoidr(dot_eps(qr, ko, D) / n);
-        raw[i] = dot_eps(kr, qi, D) / n;
+        A[i] = sigmoidr(vec_dot_eps(qr, ko, D, FLOW_EPS) / n);
+        raw[i] = vec_dot_eps(kr, qi, D, FLOW_EPS) / n;
         // exp(Oc - c) <= 1: the same softmax, safe from overflow for any clamp bound
         real e = exp(clampr(raw[i], c) - c);
         z += e;
@@ -144,9 +140,9 @@ static void flow_causal_head_backward(real* dq, real* dk, real* dv, const real* 
         // allocation A_i = sigmoid(Ic_i)
         real dIc_i = dA[i] * A[i] * ((real)1 - A[i]);
         // Oc_i = (k_i + eps) . (qi_i + eps) / n_i with qi_i = sum_{j<=i} n_j I_j q_j
-        axpy_eps(rqi, draw[i] / n, kr, D);
+        vec_axpy_eps(rqi, draw[i] / n, kr, D, FLOW_EPS);
         // Ic_i = (q_i + eps) . (ko_i + eps) / n_i with ko_i = sum_{j<=i} n_j O_j k_j
-        axpy_eps(rko, dIc_i / n, qr, D);
+        vec_axpy_eps(rko, dIc_i / n, qr, D, FLOW_EPS);
         real dI = dIdirect[i] + n * vec_dot(qr, rqi, D);
         vec_axpy(dqr, n * I[i], rqi, D);
         real dO = n * vec_dot(kr, rko, D);
@@ -154,9 +150,9 @@ static void flow_causal_head_backward(real* dq, real* dk, real* dv, const real* 
         // I_i = 1 / (q_i + eps) . (ksum_i + eps), O_i = 1 / (k_i + eps) . (qsum_i + eps)
         ddenI[i] = -I[i] * I[i] * dI;
         ddenO[i] = -O[i] * O[i] * dO;
-        axpy_eps(rks, ddenI[i], qr, D);
+        vec_axpy_eps(rks, ddenI[i], qr, D, FLOW_EPS);
         vec_axpy(dkr, 1, rks, D);
-        axpy_eps(rqs, ddenO[i], kr, D);
+        vec_axpy_eps(rqs, ddenO[i], kr, D, FLOW_EPS);
         vec_axpy(dqr, 1, rqs, D);
         dIc[i] = dIc_i;
     }
@@ -171,10 +167,10 @@ static void flow_causal_head_backward(real* dq, real* dk, real* dv, const real* 
         vec_axpy(qsum, 1, qr, D);
         vec_axpy(ko, n * O[i], kr, D);
         vec_axpy(qi, n * I[i], qr, D);
-        axpy_eps(dqr, ddenI[i], ksum, D);
-        axpy_eps(dqr, dIc[i] / n, ko, D);
-        axpy_eps(dkr, ddenO[i], qsum, D);
-        axpy_eps(dkr, draw[i] / n, qi, D);
+        vec_axpy_eps(dqr, ddenI[i], ksum, D, FLOW_EPS);
+        vec_axpy_eps(dqr, dIc[i] / n, ko, D, FLOW_EPS);
+        vec_axpy_eps(dkr, ddenO[i], qsum, D, FLOW_EPS);
+        vec_axpy_eps(dkr, draw[i] / n, qi, D, FLOW_EPS);
     }
 }
 
@@ -199,14 +195,14 @@ static void flow_normal_head_forward(real* out, real* cache, const real* q, cons
     memset(scratch, 0, 4 * (size_t)D * sizeof(real));
     for (int j = 0; j < S; j++) vec_axpy(ksum, 1, k + (size_t)j * D, D);
     for (int i = 0; i < L; i++) vec_axpy(qsum, 1, q + (size_t)i * D, D);
-    for (int i = 0; i < L; i++) I[i] = (real)1 / dot_eps(q + (size_t)i * D, ksum, D);
-    for (int j = 0; j < S; j++) O[j] = (real)1 / dot_eps(k + (size_t)j * D, qsum, D);
+    for (int i = 0; i < L; i++) I[i] = (real)1 / vec_dot_eps(q + (size_t)i * D, ksum, D, FLOW_EPS);
+    for (int j = 0; j < S; j++) O[j] = (real)1 / vec_dot_eps(k + (size_t)j * D, qsum, D, FLOW_EPS);
     for (int j = 0; j < S; j++) vec_axpy(ko, O[j], k + (size_t)j * D, D);
     for (int i = 0; i < L; i++) vec_axpy(qi, I[i], q + (size_t)i * D, D);
-    for (int i = 0; i < L; i++) A[i] = sigmoidr(dot_eps(q + (size_t)i * D, ko, D) * (real)L / (real)S);
+    for (int i = 0; i < L; i++) A[i] = sigmoidr(vec_dot_eps(q + (size_t)i * D, ko, D, FLOW_EPS) * (real)L / (real)S);
     real z = 0;
     for (int j = 0; j < S; j++) {
-        raw[j] = dot_eps(k + (size_t)j * D, qi, D);
+        raw[j] = vec_dot_eps(k + (size_t)j * D, qi, D, FLOW_EPS);
         C[j] = exp(clampr(raw[j], c) - c); // shifted by c: the softmax is unchanged and cannot overflow
         z += C[j];
     }
@@ -266,21 +262,21 @@ static void flow_normal_head_backward(real* dq, real* dk, real* dv, const real* 
         real dOc = C[j] * (dC[j] - mean);
         real draw = (raw[j] >= -c && raw[j] <= c) ? dOc : 0;
         // raw_j = (k_j + eps) . (qi + eps)
-        axpy_eps(dk + (size_t)j * D, draw, qi, D);
-        axpy_eps(dqi, draw, kr, D);
+        vec_axpy_eps(dk + (size_t)j * D, draw, qi, D, FLOW_EPS);
+        vec_axpy_eps(dqi, draw, kr, D, FLOW_EPS);
     }
     // allocation A_i = sigmoid(Ic_i L/S), Ic_i = (q_i + eps) . (ko + eps); qi = sum_i I_i q_i
     for (int i = 0; i < L; i++) {
         const real* qr = q + (size_t)i * D;
         real dIc = dA[i] * A[i] * ((real)1 - A[i]) * (real)L / (real)S;
-        axpy_eps(dq + (size_t)i * D, dIc, ko, D);
-        axpy_eps(dko, dIc, qr, D);
+        vec_axpy_eps(dq + (size_t)i * D, dIc, ko, D, FLOW_EPS);
+        vec_axpy_eps(dko, dIc, qr, D, FLOW_EPS);
         dI[i] += vec_dot(qr, dqi, D);
         vec_axpy(dq + (size_t)i * D, I[i], dqi, D);
         // I_i = 1 / (q_i + eps) . (ksum + eps)
         real dden = -I[i] * I[i] * dI[i];
-        axpy_eps(dq + (size_t)i * D, dden, ksum, D);
-        axpy_eps(dksum, dden, qr, D);
+        vec_axpy_eps(dq + (size_t)i * D, dden, ksum, D, FLOW_EPS);
+        vec_axpy_eps(dksum, dden, qr, D, FLOW_EPS);
     }
     // ko = sum_j O_j k_j, O_j = 1 / (k_j + eps) . (qsum + eps)
     for (int j = 0; j < S; j++) {
@@ -288,8 +284,8 @@ static void flow_normal_head_backward(real* dq, real* dk, real* dv, const real* 
         real dO = vec_dot(kr, dko, D);
         vec_axpy(dk + (size_t)j * D, O[j], dko, D);
         real dden = -O[j] * O[j] * dO;
-        axpy_eps(dk + (size_t)j * D, dden, qsum, D);
-        axpy_eps(dqsum, dden, kr, D);
+        vec_axpy_eps(dk + (size_t)j * D, dden, qsum, D, FLOW_EPS);
+        vec_axpy_eps(dqsum, dden, kr, D, FLOW_EPS);
         vec_axpy(dk + (size_t)j * D, 1, dksum, D);
     }
     for (int i = 0; i < L; i++) vec_axpy(dq + (size_t)i * D, 1, dqsum, D);
@@ -365,27 +361,40 @@ static void flow_attention_backward(const Attention* a, real* dq, real* dk, real
 // Recurrent form of causal Flow-Attention: every sum above is a running prefix
 // sum, so position t needs only these sums over positions 0..t.
 // state: ksum, qsum, ko, qi (D each), Z (1), kv (D*M).
-static size_t flow_causal_state_size(int D, int M) { return 4 * (size_t)D + 1 + (size_t)D * M; }
+static size_t flow_attention_state_size(const Attention* a, int max_T) {
+    return 4 * (size_t)a->D + 1 + (size_t)a->D * a->M;
+}
 
-static void flow_causal_step(int D, int M, real c, real* state, int t, real* out,
-                             const real* Q, const real* K, const real* V) {
+static void flow_attention_step(const Attention* a, real* state, int t, real* out,
+                                const real* Q, const real* K, const real* V) {
+    int D = a->D, M = a->M;
+    real c = a->clamp;
     real *ksum = state, *qsum = ksum + D, *ko = qsum + D, *qi = ko + D, *z = qi + D, *kv = z + 1;
     real q[D], k[D];
     for (int d = 0; d < D; d++) { q[d] = sigmoidr(Q[d]); k[d] = sigmoidr(K[d]); }
     real n = (real)(t + 1);
     vec_axpy(ksum, 1, k, D);
     vec_axpy(qsum, 1, q, D);
-    real I = (real)1 / dot_eps(q, ksum, D);
-    real O = (real)1 / dot_eps(k, qsum, D);
+    real I = (real)1 / vec_dot_eps(q, ksum, D, FLOW_EPS);
+    real O = (real)1 / vec_dot_eps(k, qsum, D, FLOW_EPS);
     vec_axpy(ko, n * O, k, D);
     vec_axpy(qi, n * I, q, D);
-    real A = sigmoidr(dot_eps(q, ko, D) / n);
-    real e = exp(clampr(dot_eps(k, qi, D) / n, c) - c);
+    real A = sigmoidr(vec_dot_eps(q, ko, D, FLOW_EPS) / n);
+    real e = exp(clampr(vec_dot_eps(k, qi, D, FLOW_EPS) / n, c) - c);
     *z += e;
     real C = n * e / *z;
     for (int d = 0; d < D; d++) vec_axpy(kv + (size_t)d * M, C * k[d], V, M);
     for (int m = 0; m < M; m++) out[m] = 0;
     for (int d = 0; d < D; d++) vec_axpy(out, A * I * q[d], kv + (size_t)d * M, M);
+}
+
+static size_t flow_attention_cache_size(const Attention* a) {
+    return (size_t)a->B * a->H * flow_cache_per_head(a->L, a->S);
+}
+
+static void flow_attention_check(const Attention* a) {
+    if (!(a->clamp > 0 && a->clamp <= FLOW_MAX_CLAMP))
+        fail("attention: flow clamp bound must be in (0, %g], got %g", (double)FLOW_MAX_CLAMP, (double)a->clamp);
 }
 
 #endif

@@ -3,7 +3,7 @@
 #ifndef LAYERS_GELU_H
 #define LAYERS_GELU_H
 
-#include "real.h"
+#include "utils/real.h"
 
 #define GELU_SCALE ((real)0.7978845608028654) // sqrt(2/pi)
 

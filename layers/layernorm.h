@@ -5,7 +5,7 @@
 #ifndef LAYERS_LAYERNORM_H
 #define LAYERS_LAYERNORM_H
 
-#include "real.h"
+#include "utils/real.h"
 
 #define LAYERNORM_EPS ((real)1e-5)
 

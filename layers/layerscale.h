@@ -4,7 +4,7 @@
 #ifndef LAYERS_LAYERSCALE_H
 #define LAYERS_LAYERSCALE_H
 
-#include "real.h"
+#include "utils/real.h"
 
 static void layerscale_forward(real* out, const real* inp, const real* gamma, long N, int C) {
 #pragma omp parallel for

@@ -1,9 +1,17 @@
 // Linear attention (Katharopoulos et al. 2020, "Transformers are RNNs"),
-// feature map phi(x) = elu(x) + 1, forward and backward. Included by attention.h.
+// feature map phi(x) = elu(x) + 1, forward and backward. One row of the table in
+// layers/attention.h ("linear").
 //   R_i = sum_j (phi(q_i) . phi(k_j)) v_j / (phi(q_i) . sum_j phi(k_j) + eps)
 // with j <= i when causal. eps = 1e-6 as in the authors' code.
 #ifndef LAYERS_LINEAR_ATTENTION_H
 #define LAYERS_LINEAR_ATTENTION_H
+
+#include <string.h>
+#include "utils/real.h"
+#include "utils/utils.h"
+#include "layers/vec.h"
+#include "layers/attention_types.h"
+#include "layers/causal_dot_product.h"
 
 #define LINEAR_EPS ((real)1e-6)
 
@@ -119,11 +127,16 @@ static void linear_attention_backward(const Attention* a, real* dq, real* dk, re
     }
 }
 
-// Recurrent form: state = kv (D*M) and z (D), the running sums over positions 0..t.
-static size_t linear_causal_state_size(int D, int M) { return (size_t)D * M + D; }
+static size_t linear_attention_cache_size(const Attention* a) { return (size_t)a->B * a->H * a->L; }
 
-static void linear_causal_step(int D, int M, real* state, int t, real* out,
-                               const real* Q, const real* K, const real* V) {
+// Recurrent form: state = kv (D*M) and z (D), the running sums over positions 0..t.
+static size_t linear_attention_state_size(const Attention* a, int max_T) {
+    return (size_t)a->D * a->M + a->D;
+}
+
+static void linear_attention_step(const Attention* a, real* state, int t, real* out,
+                                  const real* Q, const real* K, const real* V) {
+    int D = a->D, M = a->M;
     real *kv = state, *z = state + (size_t)D * M;
     real q[D], k[D];
     for (int d = 0; d < D; d++) { q[d] = elu1(Q[d]); k[d] = elu1(K[d]); }

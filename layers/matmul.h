@@ -15,8 +15,8 @@
 
 #include <stdlib.h>
 #include <omp.h>
-#include "real.h"
-#include "../utils/utils.h"
+#include "utils/real.h"
+#include "utils/utils.h"
 
 #define MM_MR 8     // rows of the register tile
 #define MM_NR 32    // columns of the register tile: two AVX-512 (four AVX2) vectors of floats

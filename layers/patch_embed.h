@@ -10,7 +10,7 @@
 #define LAYERS_PATCH_EMBED_H
 
 #include <string.h>
-#include "real.h"
+#include "utils/real.h"
 
 static void patch_im2col_forward(real* cols, const real* inp, int B, int H, int W, int C, int P) {
     int h = H / P, w = W / P;

@@ -5,7 +5,7 @@
 #define LAYERS_POOL_H
 
 #include <string.h>
-#include "real.h"
+#include "utils/real.h"
 
 typedef enum { POOL_MEAN = 0, POOL_CLS = 1 } PoolKind;
 

@@ -2,7 +2,7 @@
 #ifndef LAYERS_RELU_H
 #define LAYERS_RELU_H
 
-#include "real.h"
+#include "utils/real.h"
 
 static void relu_forward(real* out, const real* inp, long N) {
 #pragma omp parallel for simd

@@ -4,7 +4,7 @@
 #ifndef LAYERS_RESIDUAL_H
 #define LAYERS_RESIDUAL_H
 
-#include "real.h"
+#include "utils/real.h"
 
 static void residual_forward(real* out, const real* inp1, const real* inp2, long N) {
 #pragma omp parallel for simd

@@ -4,7 +4,7 @@
 #ifndef LAYERS_SOFT_CROSSENTROPY_H
 #define LAYERS_SOFT_CROSSENTROPY_H
 
-#include "real.h"
+#include "utils/real.h"
 
 // Smoothed one-hot rows: 1 - smoothing + smoothing/K at labels[n], smoothing/K elsewhere.
 static void soft_targets_from_labels(real* targets, const int* labels, real smoothing, int N, int K) {

@@ -1,11 +1,19 @@
 // Softmax attention (the vanilla Transformer's), forward and backward, scores
-// scaled by 1/sqrt(D). Included by attention.h.
+// scaled by 1/sqrt(D). One row of the table in layers/attention.h ("softmax").
 // Memory stays linear in the sequence like the other kernels: the forward pass
 // keeps only each query's log-sum-exp, and the backward pass recomputes the
 // probabilities (as FlashAttention does), SM_BLOCK queries at a time, with the
 // products done by layers/matmul.h's gemm. Time is O(L*S*D).
 #ifndef LAYERS_SOFTMAX_ATTENTION_H
 #define LAYERS_SOFTMAX_ATTENTION_H
+
+#include <math.h>
+#include <string.h>
+#include "utils/real.h"
+#include "utils/utils.h"
+#include "layers/vec.h"
+#include "layers/attention_types.h"
+#include "layers/matmul.h"
 
 #define SM_BLOCK 64
 
@@ -102,11 +110,16 @@ static void softmax_attention_backward(const Attention* a, real* dq, real* dk, r
     }
 }
 
-// Recurrent form: the state holds every key and value seen, (D+M) reals per position.
-static size_t softmax_causal_state_size(int D, int M, int max_T) { return (size_t)max_T * (D + M); }
+static size_t softmax_attention_cache_size(const Attention* a) { return (size_t)a->B * a->H * a->L; }
 
-static void softmax_causal_step(int D, int M, real* state, int t, real* out,
-                                const real* q, const real* k, const real* v) {
+// Recurrent form: the state holds every key and value seen, (D+M) reals per position.
+static size_t softmax_attention_state_size(const Attention* a, int max_T) {
+    return (size_t)max_T * (a->D + a->M);
+}
+
+static void softmax_attention_step(const Attention* a, real* state, int t, real* out,
+                                   const real* q, const real* k, const real* v) {
+    int D = a->D, M = a->M;
     real* kv = state + (size_t)t * (D + M);
     memcpy(kv, k, (size_t)D * sizeof(real));
     memcpy(kv + D, v, (size_t)M * sizeof(real));

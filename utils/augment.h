@@ -10,8 +10,8 @@
 
 #include <stdint.h>
 #include <string.h>
-#include "rng.h"
-#include "../layers/real.h"
+#include "utils/rng.h"
+#include "utils/real.h"
 
 // out (S, S, C) = normalised pixels of the S x S window of src (H, W, C) whose top-left
 // corner is (y0, x0), mirrored left-right if flip; pixels outside src are 0 (black),

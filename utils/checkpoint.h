@@ -10,9 +10,9 @@
 
 #include <stdint.h>
 #include <sys/stat.h>
-#include "utils.h"
-#include "paths.h"
-#include "../layers/real.h"
+#include "utils/utils.h"
+#include "utils/paths.h"
+#include "utils/real.h"
 
 #define CHECKPOINT_MAGIC 20250101
 #define CHECKPOINT_VERSION 1

@@ -1,27 +1,39 @@
-// Run configurations: a struct described by a table of fields, read from a JSON
-// file (cJSON), overridden from the command line (--name value), and written back
-// to JSON (logs and checkpoint headers store it, so a run describes itself).
-// Every problem stops the program with a message naming the source and the field:
-// an unknown field, a value of the wrong type, a malformed file.
+// Run configurations: a struct described by a table of fields (a schema). Each
+// field is declared once, in its row: name, type, default, allowed values, help.
+// Values come from the defaults, a JSON file (cJSON) and the command line
+// (--name value), and go back to JSON (logs and checkpoint headers store it, so a
+// run describes itself). Every problem stops the program with a message naming
+// the source and the field: an unknown field, a value of the wrong type or out of
+// its range, a malformed file.
 #ifndef UTILS_CONFIG_H
 #define UTILS_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
 #include <limits.h>
 #include <cjson/cJSON.h>
-#include "utils.h"
+#include "utils/utils.h"
 
 #define CONFIG_STR 512  // bytes of a string field, terminator included
 
 typedef enum { CFG_INT, CFG_FLOAT, CFG_BOOL, CFG_STRING } ConfigType;
 
 // A field at `offset` in the config struct: int (CFG_INT, CFG_BOOL), double
-// (CFG_FLOAT) or char[CONFIG_STR] (CFG_STRING). `fixed` marks fields that define
-// the model: a checkpoint can only be resumed with the same values.
+// (CFG_FLOAT) or char[CONFIG_STR] (CFG_STRING).
+//   value: the default, written as on the command line ("0.9", "true", "flow").
+//   allowed: NULL (anything of the type), an interval for numbers ("[0, 1)",
+//     "(0, inf)"), or the choices of a string separated by '|' ("learned|sinusoidal").
+//   fixed: the field defines the model, so a checkpoint can only be resumed with
+//     the same value.
 typedef struct {
     const char* name;
     ConfigType type;
     size_t offset;
+    const char* value;
+    const char* allowed;
     int fixed;
     const char* help;
 } ConfigField;
@@ -56,6 +68,50 @@ static void config_set_string(const ConfigField* f, void* cfg, const char* value
     if (strlen(value) >= CONFIG_STR)
         fail("%s: field \"%s\" is longer than %d bytes", source, f->name, CONFIG_STR - 1);
     strcpy((char*)cfg + f->offset, value);
+}
+
+// Sets one field from its text as the command line writes it; source names it in messages.
+static void config_set_text(const ConfigField* f, void* cfg, const char* value, const char* source) {
+    char* p = (char*)cfg + f->offset;
+    char* end = NULL;
+    errno = 0;
+    switch (f->type) {
+    case CFG_INT: {
+        long x = strtol(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || errno != 0 || x < INT_MIN || x > INT_MAX)
+            fail("%s: --%s must be %s, got \"%s\"", source, f->name, config_type_name(f->type), value);
+        *(int*)p = (int)x;
+        break;
+    }
+    case CFG_FLOAT: {
+        double x = strtod(value, &end);
+        if (*value == '\0' || *end != '\0' || errno != 0)
+            fail("%s: --%s must be %s, got \"%s\"", source, f->name, config_type_name(f->type), value);
+        *(double*)p = x;
+        break;
+    }
+    case CFG_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0) *(int*)p = 1;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0) *(int*)p = 0;
+        else fail("%s: --%s must be true or false, got \"%s\"", source, f->name, value);
+        break;
+    case CFG_STRING:
+        config_set_string(f, cfg, value, source);
+        break;
+    }
+}
+
+// Every field to its default.
+static void config_set_defaults(const ConfigSchema* s, void* cfg, size_t size) {
+    memset(cfg, 0, size);
+    for (int i = 0; i < s->count; i++) config_set_text(&s->fields[i], cfg, s->fields[i].value, "default");
+}
+
+// Sets one field named on the command line.
+static void config_set_arg(const ConfigSchema* s, void* cfg, const char* name, const char* value) {
+    const ConfigField* f = config_find(s, name);
+    if (f == NULL) fail("command line: unknown option --%s (--help lists them)", name);
+    config_set_text(f, cfg, value, "command line");
 }
 
 // Applies every member of a JSON object; source names the file in messages.
@@ -113,39 +169,6 @@ static void config_load_file(const ConfigSchema* s, void* cfg, const char* path)
     free(text);
 }
 
-// Sets one field from its command-line text.
-static void config_set_arg(const ConfigSchema* s, void* cfg, const char* name, const char* value) {
-    const ConfigField* f = config_find(s, name);
-    if (f == NULL) fail("command line: unknown option --%s (--help lists them)", name);
-    char* p = (char*)cfg + f->offset;
-    char* end = NULL;
-    errno = 0;
-    switch (f->type) {
-    case CFG_INT: {
-        long x = strtol(value, &end, 10);
-        if (*value == '\0' || *end != '\0' || errno != 0 || x < INT_MIN || x > INT_MAX)
-            fail("command line: --%s must be %s, got \"%s\"", name, config_type_name(f->type), value);
-        *(int*)p = (int)x;
-        break;
-    }
-    case CFG_FLOAT: {
-        double x = strtod(value, &end);
-        if (*value == '\0' || *end != '\0' || errno != 0)
-            fail("command line: --%s must be %s, got \"%s\"", name, config_type_name(f->type), value);
-        *(double*)p = x;
-        break;
-    }
-    case CFG_BOOL:
-        if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0) *(int*)p = 1;
-        else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0) *(int*)p = 0;
-        else fail("command line: --%s must be true or false, got \"%s\"", name, value);
-        break;
-    case CFG_STRING:
-        config_set_string(f, cfg, value, "command line");
-        break;
-    }
-}
-
 // The configuration as a JSON object (caller frees the string).
 static char* config_to_json(const ConfigSchema* s, const void* cfg, int formatted) {
     cJSON* root = cJSON_CreateObject();
@@ -165,13 +188,61 @@ static char* config_to_json(const ConfigSchema* s, const void* cfg, int formatte
     return text;
 }
 
+// The shortest decimal that reads back as x: 0.9, not 0.90000000000000002.
+static void config_format_double(double x, char* buf, size_t n) {
+    for (int digits = 6; digits <= 17; digits++) {
+        snprintf(buf, n, "%.*g", digits, x);
+        if (strtod(buf, NULL) == x) return;
+    }
+}
+
 static void config_format_value(const ConfigField* f, const void* cfg, char* buf, size_t n) {
     const char* p = (const char*)cfg + f->offset;
     switch (f->type) {
     case CFG_INT: snprintf(buf, n, "%d", *(const int*)p); break;
-    case CFG_FLOAT: snprintf(buf, n, "%.17g", *(const double*)p); break;
+    case CFG_FLOAT: config_format_double(*(const double*)p, buf, n); break;
     case CFG_BOOL: snprintf(buf, n, "%s", *(const int*)p ? "true" : "false"); break;
     case CFG_STRING: snprintf(buf, n, "\"%s\"", p); break;
+    }
+}
+
+// Whether x lies in an interval written "[lo, hi)", "(0, inf)" ...
+static int config_in_interval(double x, const char* interval) {
+    char* p;
+    double lo = strtod(interval + 1, &p);
+    double hi = strtod(p + 1, &p);
+    int lo_ok = interval[0] == '[' ? x >= lo : x > lo;
+    int hi_ok = *p == ']' ? x <= hi : x < hi;
+    return lo_ok && hi_ok;
+}
+
+// Whether s is one of the choices "a|b|c".
+static int config_is_choice(const char* s, const char* choices) {
+    size_t n = strlen(s);
+    for (const char* c = choices;; c++) {
+        size_t len = strcspn(c, "|");
+        if (len == n && strncmp(c, s, n) == 0) return 1;
+        c += len;
+        if (*c == '\0') return 0;
+    }
+}
+
+// Stops, naming the field, at the first value outside what its row allows.
+static void config_check(const ConfigSchema* s, const void* cfg) {
+    for (int i = 0; i < s->count; i++) {
+        const ConfigField* f = &s->fields[i];
+        if (f->allowed == NULL || f->type == CFG_BOOL) continue;
+        const char* p = (const char*)cfg + f->offset;
+        char v[CONFIG_STR + 8];
+        config_format_value(f, cfg, v, sizeof(v));
+        if (f->type == CFG_STRING) {
+            if (!config_is_choice(p, f->allowed))
+                fail("configuration: %s must be one of %s, got %s", f->name, f->allowed, v);
+        } else {
+            double x = f->type == CFG_INT ? *(const int*)p : *(const double*)p;
+            if (!config_in_interval(x, f->allowed))
+                fail("configuration: %s must be in %s, got %s", f->name, f->allowed, v);
+        }
     }
 }
 
@@ -190,12 +261,45 @@ static void config_check_fixed(const ConfigSchema* s, const void* have, const vo
     }
 }
 
-static void config_print_help(const ConfigSchema* s, const void* defaults) {
+static void config_print_help(const ConfigSchema* s) {
     for (int i = 0; i < s->count; i++) {
         const ConfigField* f = &s->fields[i];
-        char v[CONFIG_STR + 8];
-        config_format_value(f, defaults, v, sizeof(v));
-        printf("  --%-20s %s (default %s)\n", f->name, f->help, v);
+        const char* quote = f->type == CFG_STRING ? "\"" : "";
+        printf("  --%-20s %s (default %s%s%s", f->name, f->help, quote, f->value, quote);
+        if (f->allowed != NULL && f->type == CFG_STRING) printf("; one of %s", f->allowed);
+        else if (f->allowed != NULL && f->type != CFG_BOOL) printf("; in %s", f->allowed);
+        printf(")\n");
+    }
+}
+
+// A comma-separated list of positive integers (at most max); returns the count.
+static int config_parse_int_list(const char* text, int* out, int max, const char* field) {
+    int n = 0;
+    const char* p = text;
+    while (*p) {
+        char* end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 1000000 || n == max || (*end != ',' && *end != '\0'))
+            fail("configuration: %s must be up to %d positive integers separated by commas, got \"%s\"",
+                 field, max, text);
+        out[n++] = (int)v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (n == 0) fail("configuration: %s is empty", field);
+    return n;
+}
+
+// A comma-separated list of exactly n numbers.
+static void config_parse_double_list(const char* text, double* out, int n, const char* field) {
+    const char* p = text;
+    for (int i = 0; i < n; i++) {
+        char* end;
+        double v = strtod(p, &end);
+        if (end == p || (i + 1 < n && *end != ',') || (i + 1 == n && *end))
+            fail("configuration: %s must be %d numbers separated by commas (one per channel), got \"%s\"",
+                 field, n, text);
+        out[i] = v;
+        p = end + 1;
     }
 }
 

@@ -4,8 +4,8 @@
 #define UTILS_LOGGER_H
 
 #include <stdarg.h>
-#include "utils.h"
-#include "paths.h"
+#include "utils/utils.h"
+#include "utils/paths.h"
 
 typedef struct {
     FILE* f;        // NULL: logging off

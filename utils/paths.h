@@ -5,7 +5,7 @@
 
 #include <sys/stat.h>
 #include <sys/types.h>
-#include "utils.h"
+#include "utils/utils.h"
 
 // mkdir -p of the folder that holds path.
 static void make_parent_dirs(const char* path) {

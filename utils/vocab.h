@@ -1,10 +1,14 @@
 // Vocabulary file: text, one token per line, line i = token id i. Inside a token the
 // characters that would break the line structure or be invisible are escaped:
 // backslash, newline, tab, CR and space as \\ \n \t \r \s.
+// A vocabulary with a "</s>" token is word-level (fairseq): text is split into
+// words on spaces, and decoded words are joined by spaces with </s> ending a line.
+// Otherwise tokens are characters, concatenated.
 #ifndef UTILS_VOCAB_H
 #define UTILS_VOCAB_H
 
 #include <stdio.h>
+#include <string.h>
 #include "utils/utils.h"
 
 typedef struct {
@@ -84,6 +88,51 @@ static Vocab vocab_load(const char* path) {
         text[w++] = '\0';
     }
     return v;
+}
+
+static int vocab_is_words(const Vocab* v) {
+    for (long i = 0; i < v->size; i++) if (strcmp(v->tokens[i], "</s>") == 0) return 1;
+    return 0;
+}
+
+// Id of the token made of the len bytes at tok, or -1.
+static long vocab_find(const Vocab* v, const char* tok, size_t len) {
+    for (long i = 0; i < v->size; i++)
+        if (strlen(v->tokens[i]) == len && strncmp(v->tokens[i], tok, len) == 0) return i;
+    return -1;
+}
+
+// Token ids of text, at most max (at least one: an empty text is a line break).
+// Unknown words become <unk>; an unknown character stops with a message naming path.
+static int vocab_encode(const Vocab* v, const char* text, int* out, int max, const char* path) {
+    int words = vocab_is_words(v), n = 0;
+    const char* p = text[0] ? text : words ? "</s>" : "\n";
+    while (*p && n < max) {
+        size_t len = 1;
+        if (words) {
+            while (*p == ' ') p++;
+            if (!*p) break;
+            len = strcspn(p, " ");
+        }
+        long id = vocab_find(v, p, len);
+        if (id < 0 && words) id = vocab_find(v, "<unk>", 5);
+        if (id < 0) fail("%s: the prompt's token \"%.*s\" is not in the vocabulary", path, (int)len, p);
+        out[n++] = (int)id;
+        p += len;
+    }
+    if (n == 0) fail("the prompt \"%s\" has no tokens", text);
+    return n;
+}
+
+// Prints token id as text: a word and a space, </s> as a line break, or a character.
+static void vocab_print_token(const Vocab* v, int id, int words) {
+    const char* tok = v->tokens[id];
+    if (words) {
+        if (strcmp(tok, "</s>") == 0) printf("\n");
+        else printf("%s ", tok);
+    } else {
+        printf("%s", tok);
+    }
 }
 
 static void vocab_free(Vocab* v) {

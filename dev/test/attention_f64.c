@@ -1,10 +1,10 @@
 // The attention kernels in float64, plus a dense, obviously-correct version of
-// each operator written straight from FLOW_ATTENTION.md, for the tests.
+// each operator written straight from doc/FLOW_ATTENTION.md, for the tests.
 #include "layers/attention.h"
-#include "attention_f64.h"
+#include "dev/test/attention_f64.h"
 
 static Attention to_attention(const AttnSpec* s) {
-    Attention a = {(AttentionKind)s->kind, s->causal, s->B, s->L, s->S, s->H, s->D, s->M,
+    Attention a = {attention_kind(KIND_NAMES[s->kind]), s->causal, s->B, s->L, s->S, s->H, s->D, s->M,
                    s->H * s->D, s->H * s->D, s->H * s->M, s->clamp};
     return a;
 }
@@ -159,17 +159,17 @@ void dense64_forward(const AttnSpec* s, double* out, const double* q, const doub
             for (int i = 0; i < L; i++)
                 for (int d = 0; d < D; d++) {
                     double x = q[((size_t)b * L + i) * H * D + h * D + d];
-                    qh[i * D + d] = s->kind == ATTN_FLOW ? sig(x) : s->kind == ATTN_LINEAR ? phi(x) : x;
+                    qh[i * D + d] = s->kind == KIND_FLOW ? sig(x) : s->kind == KIND_LINEAR ? phi(x) : x;
                 }
             for (int j = 0; j < S; j++) {
                 for (int d = 0; d < D; d++) {
                     double x = k[((size_t)b * S + j) * H * D + h * D + d];
-                    kh[j * D + d] = s->kind == ATTN_FLOW ? sig(x) : s->kind == ATTN_LINEAR ? phi(x) : x;
+                    kh[j * D + d] = s->kind == KIND_FLOW ? sig(x) : s->kind == KIND_LINEAR ? phi(x) : x;
                 }
                 for (int m = 0; m < M; m++) vh[j * M + m] = v[((size_t)b * S + j) * H * M + h * M + m];
             }
-            if (s->kind == ATTN_FLOW) dense_flow_head(s, oh, qh, kh, vh);
-            else if (s->kind == ATTN_SOFTMAX) dense_softmax_head(s, oh, qh, kh, vh);
+            if (s->kind == KIND_FLOW) dense_flow_head(s, oh, qh, kh, vh);
+            else if (s->kind == KIND_SOFTMAX) dense_softmax_head(s, oh, qh, kh, vh);
             else dense_linear_head(s, oh, qh, kh, vh);
             for (int i = 0; i < L; i++)
                 for (int m = 0; m < M; m++) out[((size_t)b * L + i) * H * M + h * M + m] = oh[i * M + m];

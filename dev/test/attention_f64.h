@@ -7,8 +7,12 @@
 
 #include <stddef.h>
 
+// The tests number the attention kinds as dev/ref/attention_*.bin do.
+enum { KIND_FLOW, KIND_SOFTMAX, KIND_LINEAR, NUM_KINDS };
+static const char* const KIND_NAMES[NUM_KINDS] = {"flow", "softmax", "linear"};
+
 typedef struct {
-    int kind, causal, B, L, S, H, D, M;
+    int kind, causal, B, L, S, H, D, M;  // kind: KIND_*
     double clamp;
 } AttnSpec;
 

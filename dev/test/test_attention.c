@@ -44,7 +44,7 @@ typedef struct {
 
 static const char* case_name(const AttnSpec* s, char* buf, size_t size) {
     snprintf(buf, size, "%s-%s B=%d L=%d S=%d H=%d D=%d M=%d c=%g",
-             attention_kind_name((AttentionKind)s->kind), s->causal ? "causal" : "normal",
+             KIND_NAMES[s->kind], s->causal ? "causal" : "normal",
              s->B, s->L, s->S, s->H, s->D, s->M, s->clamp);
     return buf;
 }
@@ -122,7 +122,7 @@ static double* to_f64(const float* x, size_t n) {
 }
 
 static Attention spec_attention(const AttnSpec* s) {
-    Attention a = {(AttentionKind)s->kind, s->causal, s->B, s->L, s->S, s->H, s->D, s->M,
+    Attention a = {attention_kind(KIND_NAMES[s->kind]), s->causal, s->B, s->L, s->S, s->H, s->D, s->M,
                    s->H * s->D, s->H * s->D, s->H * s->M, (real)s->clamp};
     return a;
 }
@@ -218,9 +218,9 @@ static void check_reference(const char* path) {
 
 // Passing q, k, v inside one (B,T,3C) buffer gives the same numbers as three
 // contiguous buffers, and a second backward call adds the same gradients again.
-static void check_fused_and_accumulate(AttentionKind kind, int causal) {
+static void check_fused_and_accumulate(int kind, int causal) {
     int B = 2, T = 70, H = 2, D = 8, C = H * D;
-    Attention a = attention_make(kind, causal, B, T, H, D);
+    Attention a = attention_make(attention_kind(KIND_NAMES[kind]), causal, B, T, H, D);
     size_t n = (size_t)B * T * C;
     float *qkv = (float*)calloc_check(3 * n, sizeof(float)), *dqkv = (float*)calloc_check(3 * n, sizeof(float));
     float *q = (float*)malloc_check(n * sizeof(float)), *k = (float*)malloc_check(n * sizeof(float));
@@ -255,13 +255,13 @@ static void check_fused_and_accumulate(AttentionKind kind, int causal) {
         }
     }
     check(same && worst == 0, "%s-%s: fused strided qkv gives the same output, two backward calls add up (max diff %g)",
-          attention_kind_name(kind), causal ? "causal" : "normal", worst);
+          KIND_NAMES[kind], causal ? "causal" : "normal", worst);
     free(qkv); free(dqkv); free(q); free(k); free(v); free(dout); free(out); free(cache);
     free(dq); free(dk); free(dv); free(out2); free(cache2);
 }
 
 // The recurrent form, one position at a time, gives the parallel forward's output.
-static void check_recurrent(AttentionKind kind, double clamp) {
+static void check_recurrent(int kind, double clamp) {
     AttnSpec s = {kind, 1, 2, 150, 150, 3, 8, 6, clamp};
     Case c = make_case(s, 2.0);
     double *out = dalloc(c.no), *cache = dalloc(attn64_cache_size(&s)), *step = dalloc(c.no);
@@ -280,7 +280,7 @@ static void check_recurrent(AttentionKind kind, double clamp) {
     }
     double e = norm_rel_err(step, out, c.no);
     check(e < 1e-10, "%s-causal c=%g: recurrent form vs parallel forward over T=%d, rel err %.1e",
-          attention_kind_name(kind), clamp, s.L, e);
+          KIND_NAMES[kind], clamp, s.L, e);
     free(out); free(cache); free(step); free(state); free_case(&c);
 }
 
@@ -295,18 +295,35 @@ static void check_fails(void (*fn)(void*), const char* expect, const char* what)
 
 static void heads_not_dividing(void* unused) { attention_head_size(10, 3); }
 static void zero_length(void* unused) {
-    Attention a = attention_make(ATTN_FLOW, 1, 1, 0, 2, 4);
+    Attention a = attention_make(attention_kind("flow"), 1, 1, 0, 2, 4);
     attention_forward(&a, NULL, NULL, NULL, NULL, NULL);
 }
 static void causal_l_ne_s(void* unused) {
-    Attention a = attention_make(ATTN_FLOW, 1, 1, 5, 2, 4);
+    Attention a = attention_make(attention_kind("flow"), 1, 1, 5, 2, 4);
     a.S = 7;
     attention_forward(&a, NULL, NULL, NULL, NULL, NULL);
 }
 
+static void step_past_the_end(void* unused) {
+    Attention a = attention_make(attention_kind("flow"), 1, 1, 5, 2, 4);
+    real state[64] = {0}, out[4], x[4] = {0};
+    attention_step(&a, state, 5, out, x, x, x);
+}
+static void step_not_causal(void* unused) {
+    Attention a = attention_make(attention_kind("linear"), 0, 1, 5, 2, 4);
+    real state[64] = {0}, out[4], x[4] = {0};
+    attention_step(&a, state, 0, out, x, x, x);
+}
+static void step_bad_clamp(void* unused) {
+    Attention a = attention_make(attention_kind("flow"), 1, 1, 5, 2, 4);
+    a.clamp = 0;
+    real state[64] = {0}, out[4], x[4] = {0};
+    attention_step(&a, state, 0, out, x, x, x);
+}
+
 int main(void) {
     // Exactness: dense definitions and finite differences, float64.
-    for (int kind = 0; kind < 3; kind++) {
+    for (int kind = 0; kind < NUM_KINDS; kind++) {
         for (int causal = 1; causal >= 0; causal--) {
             AttnSpec small = {kind, causal, 2, 13, 13, 2, 4, 4, 1.0};
             AttnSpec one = {kind, causal, 2, 1, 1, 2, 4, 3, 1.0};
@@ -326,8 +343,8 @@ int main(void) {
     }
     // Flow-Attention inside and outside the conservation clamp.
     for (int causal = 1; causal >= 0; causal--) {
-        AttnSpec inside = {ATTN_FLOW, causal, 2, 40, causal ? 40 : 29, 2, 6, 5, 5.0};
-        AttnSpec outside = {ATTN_FLOW, causal, 2, 40, causal ? 40 : 29, 2, 6, 5, 0.3};
+        AttnSpec inside = {KIND_FLOW, causal, 2, 40, causal ? 40 : 29, 2, 6, 5, 5.0};
+        AttnSpec outside = {KIND_FLOW, causal, 2, 40, causal ? 40 : 29, 2, 6, 5, 0.3};
         Case ci = make_case(inside, 1.0), co = make_case(outside, 4.0);
         double share_in = clamped_share(&ci), share_out = clamped_share(&co);
         check(share_in == 0, "flow-%s c=5: no conserved source clamped (share %.2f)", causal ? "causal" : "normal", share_in);
@@ -345,16 +362,19 @@ int main(void) {
         snprintf(path, sizeof path, "dev/ref/attention_%s.bin", refs[i]);
         check_reference(path);
     }
-    for (int kind = 0; kind < 3; kind++) {
-        check_fused_and_accumulate((AttentionKind)kind, 1);
-        check_fused_and_accumulate((AttentionKind)kind, 0);
+    for (int kind = 0; kind < NUM_KINDS; kind++) {
+        check_fused_and_accumulate(kind, 1);
+        check_fused_and_accumulate(kind, 0);
     }
-    check_recurrent(ATTN_FLOW, 1.0);
-    check_recurrent(ATTN_FLOW, 5.0);
-    check_recurrent(ATTN_SOFTMAX, 1.0);
-    check_recurrent(ATTN_LINEAR, 1.0);
+    check_recurrent(KIND_FLOW, 1.0);
+    check_recurrent(KIND_FLOW, 5.0);
+    check_recurrent(KIND_SOFTMAX, 1.0);
+    check_recurrent(KIND_LINEAR, 1.0);
     check_fails(heads_not_dividing, "3 heads do not divide 10 channels", "heads not dividing channels");
     check_fails(zero_length, "L=0", "zero-length sequence");
     check_fails(causal_l_ne_s, "L=5 S=7", "causal with L != S");
+    check_fails(step_past_the_end, "position 5 outside [0, 5)", "recurrent step past the sequence");
+    check_fails(step_not_causal, "needs causal linear attention", "recurrent step of a bidirectional attention");
+    check_fails(step_bad_clamp, "clamp bound must be in (0, 40]", "recurrent step with clamp 0");
     return testing_exit_code();
 }

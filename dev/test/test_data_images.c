@@ -1,10 +1,10 @@
-// Tests of the image data path: decoding and resize + centre crop (data/image_prep.h)
+// Tests of the image data path: decoding and resize + centre crop (utils/image_decode.h)
 // against a direct computation and against PIL (dev/ref, from dev/make_image_ref.py), the
 // image shard format (utils/image_shard.h), and build/prepare_images on a small folder
 // with good, grey, RGBA, truncated and non-image files and an empty class folder.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
-#include "data/image_prep.h"
+#include "utils/image_decode.h"
 #include <stb/stb_image_write.h>
 #include <sys/stat.h>
 #include "utils/utils.h"

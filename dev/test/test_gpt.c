@@ -34,17 +34,21 @@ static void test_reference(const char* path) {
     read_exact(f, h, sizeof(int32_t), 32, path);
     read_exact(f, s, sizeof(float), 16, path);
     if (h[0] != 20250202 || h[1] != 1) { check(0, "reference %s: bad magic", path); fclose(f); return; }
-    GPTConfig c = {h[2], h[3], h[4], h[5], h[6], h[7], (AttentionKind)h[9], s[0], h[10], h[11], h[12],
-                   h[13] ? (real)sqrt((double)h[6]) : (real)1, 0, 0, 0, 0};
-    int B = h[8], T = h[3], V = h[2], steps = h[15], decay_embeddings = h[16];
+    // the references number the attention kinds 0 flow, 1 softmax, 2 linear
+    const char* kinds[] = {"flow", "softmax", "linear"};
+    GPTConfig c = {.V = h[2], .maxT = h[3], .L = h[4], .H = h[5], .C = h[6], .F = h[7],
+                   .attention = attention_kind(kinds[h[9]]), .clamp = s[0], .learned_pos = h[10], .tied = h[11],
+                   .relu = h[12], .embed_scale = h[13] ? (real)sqrt((double)h[6]) : (real)1,
+                   .decay_embeddings = h[16]};
+    int B = h[8], T = h[3], V = h[2], steps = h[15];
     GPT m;
     gpt_build(&m, &c);
-    check(m.num_parameters == h[14], "reference %s: %ld parameters (PyTorch %d)", path, m.num_parameters, h[14]);
-    if (m.num_parameters != h[14]) { fclose(f); gpt_free(&m); return; }
-    long n = m.num_parameters;
+    check(m.params.count == h[14], "reference %s: %ld parameters (PyTorch %d)", path, m.params.count, h[14]);
+    if (m.params.count != h[14]) { fclose(f); gpt_free(&m); return; }
+    long n = m.params.count;
     float* buf = (float*)malloc_check(sizeof(float) * (size_t)(n > (long)B * T * V ? n : (long)B * T * V));
     read_exact(f, buf, sizeof(float), (size_t)n, path);
-    for (long i = 0; i < n; i++) m.params_memory[i] = buf[i];
+    for (long i = 0; i < n; i++) m.params.params[i] = buf[i];
     int* inputs = (int*)malloc_check(sizeof(int) * (size_t)B * T);
     int* targets = (int*)malloc_check(sizeof(int) * (size_t)B * T);
     read_exact(f, inputs, sizeof(int), (size_t)B * T, path);
@@ -61,34 +65,29 @@ static void test_reference(const char* path) {
 
     long scored = 0;
     for (int i = 0; i < B * T; i++) scored += targets[i] >= 0;
-    gpt_zero_grad(&m);
+    params_zero_grad(&m.params);
     gpt_backward(&m, (real)1 / scored);
     read_exact(f, buf, sizeof(float), (size_t)n, path);
     // each tensor against its own largest gradient
-    const char* names[NUM_PARAMETER_TENSORS] = {"wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw",
-                                                "attprojb", "ln2w", "ln2b", "fcw", "fcb", "fcprojw",
-                                                "fcprojb", "lnfw", "lnfb", "lm_head"};
     double e_grad = 0;
     const char* worst = "";
-    size_t off = 0;
-    for (int t = 0; t < NUM_PARAMETER_TENSORS; t++) {
-        if (m.param_sizes[t] == 0) continue;
-        double e = rel_to_max(m.grads_memory + off, buf + off, (long)m.param_sizes[t], 1e-6);
-        if (e > e_grad) { e_grad = e; worst = names[t]; }
-        off += m.param_sizes[t];
+    for (int t = 0; t < m.params.ntensors; t++) {
+        const TensorInfo* ti = &m.params.tensors[t];
+        if (ti->size == 0) continue;
+        double e = rel_to_max(m.params.grads + ti->offset, buf + ti->offset, ti->size, 1e-6);
+        if (e > e_grad) { e_grad = e; worst = ti->name; }
     }
     check(e_grad < 1e-4, "reference %s: gradients rel err %.1e (worst %s)", path, e_grad, worst);
 
     float ref_losses[64];
     read_exact(f, ref_losses, sizeof(float), (size_t)steps, path);
     double e_steps = 0;
+    AdamW opt = {s[2], s[3], s[4], s[5], s[6]};
     for (int step = 0; step < steps; step++) {
-        gpt_zero_grad(&m);
+        params_zero_grad(&m.params);
         double l = gpt_forward(&m, inputs, targets, B, T);
         gpt_backward(&m, (real)1 / scored);
-        double norm = grad_norm(m.grads_memory, n);
-        clip_grads(m.grads_memory, n, norm, s[6]);
-        gpt_update(&m, s[1], s[2], s[3], s[4], s[5], decay_embeddings, step + 1);
+        adamw_step(&m.params, &opt, s[1], l, step + 1);
         double e = fabs(l - ref_losses[step]) / fabs(ref_losses[step]);
         if (e > e_steps) e_steps = e;
     }
@@ -101,20 +100,22 @@ static void test_reference(const char* path) {
     gpt_free(&m);
 }
 
-static GPT random_model(AttentionKind kind, int learned, int T, uint64_t seed) {
-    GPTConfig c = {23, T, 2, 2, 16, 40, kind, (real)(kind == ATTN_FLOW ? 5 : 1), learned, !learned,
-                   !learned, learned ? (real)1 : (real)4, 0, 0, 0, 0};
+static GPT random_model(const char* kind, int learned, int T, uint64_t seed) {
+    GPTConfig c = {.V = 23, .maxT = T, .L = 2, .H = 2, .C = 16, .F = 40, .attention = attention_kind(kind),
+                   .clamp = (real)(strcmp(kind, "flow") == 0 ? 5 : 1), .learned_pos = learned, .tied = !learned,
+                   .relu = !learned, .embed_scale = learned ? (real)1 : (real)4, .init_std = 0.2};
     GPT m;
     gpt_build(&m, &c);
     Rng rng = rng_make(seed);
-    gpt_init(&m, 0.2, &rng);
+    gpt_init(&m, &rng);
     return m;
 }
 
 // Logits of position t from attention_step must equal the parallel forward's.
-static void test_generation(AttentionKind kind, int learned) {
+static void test_generation(int kind_index, int learned) {
     const int T = 24;
-    GPT m = random_model(kind, learned, T, 7 + kind);
+    const char* kind = ATTENTION_KINDS[kind_index].name;
+    GPT m = random_model(kind, learned, T, 7 + kind_index);
     Rng rng = rng_make(99);
     int tokens[T];
     for (int t = 0; t < T; t++) tokens[t] = (int)rng_below(&rng, m.config.V);
@@ -129,33 +130,34 @@ static void test_generation(AttentionKind kind, int learned) {
         if (e > worst) worst = e;
     }
     check(worst < 1e-4, "generation %s %s: recurrent vs parallel logits over %d positions, rel err %.1e",
-          attention_kind_name(kind), learned ? "learned" : "sinusoidal", T, worst);
+          kind, learned ? "learned" : "sinusoidal", T, worst);
     free(ref);
     gen_state_free(&g);
     gpt_free(&m);
 }
 
 static void test_checkpoint(void) {
-    GPT m = random_model(ATTN_FLOW, 1, 8, 3);
-    for (long i = 0; i < m.num_parameters; i++) {
-        m.m_memory[i] = (real)(i % 7) * (real)0.25;
-        m.v_memory[i] = (real)(i % 5) * (real)0.5;
+    GPT m = random_model("flow", 1, 8, 3);
+    Parameters* P = &m.params;
+    for (long i = 0; i < P->count; i++) {
+        P->m[i] = (real)(i % 7) * (real)0.25;
+        P->v[i] = (real)(i % 5) * (real)0.5;
     }
     char dir[] = "/tmp/test_gpt_XXXXXX";
     if (mkdtemp(dir) == NULL) { check(0, "checkpoint: cannot make a temporary folder"); return; }
     char path[128];
     snprintf(path, sizeof(path), "%s/sub/ckpt.bin", dir);
     const char* json = "{\"n_layer\":2,\"attention\":\"flow\"}";
-    CheckpointInfo info = {m.num_parameters, 1234, 56789, 0xdeadbeefcafef00dULL, (char*)json};
-    checkpoint_save(path, &info, m.params_memory, m.m_memory, m.v_memory);
+    CheckpointInfo info = {P->count, 1234, 56789, 0xdeadbeefcafef00dULL, (char*)json};
+    checkpoint_save(path, &info, P->params, P->m, P->v);
     CheckpointInfo back;
     FILE* f = checkpoint_open(path, &back);
-    real* p = (real*)malloc_check(sizeof(real) * (size_t)m.num_parameters * 3);
-    checkpoint_read_tensors(f, path, back.num_params, p, p + m.num_parameters, p + 2 * m.num_parameters);
-    int same = memcmp(p, m.params_memory, sizeof(real) * (size_t)m.num_parameters) == 0 &&
-               memcmp(p + m.num_parameters, m.m_memory, sizeof(real) * (size_t)m.num_parameters) == 0 &&
-               memcmp(p + 2 * m.num_parameters, m.v_memory, sizeof(real) * (size_t)m.num_parameters) == 0;
-    check(same && back.num_params == m.num_parameters, "checkpoint: parameters and AdamW state round trip");
+    real* p = (real*)malloc_check(sizeof(real) * (size_t)P->count * 3);
+    checkpoint_read_tensors(f, path, back.num_params, p, p + P->count, p + 2 * P->count);
+    int same = memcmp(p, P->params, sizeof(real) * (size_t)P->count) == 0 &&
+               memcmp(p + P->count, P->m, sizeof(real) * (size_t)P->count) == 0 &&
+               memcmp(p + 2 * P->count, P->v, sizeof(real) * (size_t)P->count) == 0;
+    check(same && back.num_params == P->count, "checkpoint: parameters and AdamW state round trip");
     check(back.step == 1234 && back.data_pos == 56789 && back.rng_state == 0xdeadbeefcafef00dULL &&
           strcmp(back.config_json, json) == 0, "checkpoint: step, data position, rng state and configuration round trip");
     check(access(tmp_path_of(path), F_OK) != 0, "checkpoint: no temporary file left behind");
@@ -173,7 +175,7 @@ static void test_checkpoint(void) {
 // reaches j.
 static void test_context_window(int W) {
     const int T = 8, n = 61, B = 3;
-    GPT m = random_model(ATTN_FLOW, 1, T, 11);
+    GPT m = random_model("flow", 1, T, 11);
     Rng rng = rng_make(5);
     TokenData d = {(uint32_t*)malloc_check(sizeof(uint32_t) * n), n};
     for (int i = 0; i < n; i++) d.tokens[i] = (uint32_t)rng_below(&rng, m.config.V);
@@ -206,9 +208,9 @@ int main(void) {
     const char* refs[] = {"dev/ref/gpt_flow_learned.bin", "dev/ref/gpt_flow_sinusoidal.bin",
                           "dev/ref/gpt_softmax_learned.bin", "dev/ref/gpt_linear_sinusoidal.bin"};
     for (size_t i = 0; i < sizeof(refs) / sizeof(refs[0]); i++) test_reference(refs[i]);
-    for (int kind = 0; kind < 3; kind++) {
-        test_generation((AttentionKind)kind, 1);
-        test_generation((AttentionKind)kind, 0);
+    for (int kind = 0; kind < NUM_ATTENTION_KINDS; kind++) {
+        test_generation(kind, 1);
+        test_generation(kind, 0);
     }
     test_checkpoint();
     test_context_window(0);

@@ -155,6 +155,13 @@ int main(void) {
     expect_failure("config field of unknown name", args, path, "n_layers");
     snprintf(args, sizeof(args), "%s --steps ten", common);
     expect_failure("command-line value of the wrong type", args, "--steps", "ten");
+    // settings out of their range, named
+    snprintf(args, sizeof(args), "%s --clamp 50", common);
+    expect_failure("clamp bound above 40", args, "clamp", "(0, 40]");
+    snprintf(args, sizeof(args), "%s --context 0", common);
+    expect_failure("context 0", args, "context", "[1, inf)");
+    snprintf(args, sizeof(args), "%s --attention quadratic", common);
+    expect_failure("unknown attention kind", args, "quadratic", "flow|softmax|linear");
     // a checkpoint of another model, a truncated checkpoint
     snprintf(path, sizeof(path), "%s/a_random_10.bin", dir);
     snprintf(args, sizeof(args), "--resume %s --n_embd 32", path);

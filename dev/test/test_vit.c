@@ -36,7 +36,8 @@ static void test_reference(const char* path) {
     for (int i = 0; i < MAX_STAGES; i++) {
         c.dims[i] = h[7 + i]; c.depths[i] = h[11 + i]; c.heads[i] = h[15 + i]; c.ffn[i] = h[19 + i];
     }
-    c.attention = (AttentionKind)h[23];
+    const char* kinds[] = {"flow", "softmax", "linear"}; // the references' numbering
+    c.attention = attention_kind(kinds[h[23]]);
     c.cls = h[24];
     c.layerscale_attn = h[25];
     int B = h[26], steps = h[28], K = c.K;
@@ -45,12 +46,12 @@ static void test_reference(const char* path) {
     c.ln_eps = (real)1e-5; // as dev/vit_reference.py
     ViT m;
     vit_build(&m, &c);
-    check(m.num_parameters == h[27], "reference %s: %ld parameters (PyTorch %d)", path, m.num_parameters, h[27]);
-    if (m.num_parameters != h[27]) { fclose(f); vit_free(&m); return; }
-    long n = m.num_parameters, npix = (long)B * c.S * c.S * c.Cin;
+    check(m.params.count == h[27], "reference %s: %ld parameters (PyTorch %d)", path, m.params.count, h[27]);
+    if (m.params.count != h[27]) { fclose(f); vit_free(&m); return; }
+    long n = m.params.count, npix = (long)B * c.S * c.S * c.Cin;
     float* buf = (float*)malloc_check(sizeof(float) * (size_t)(n > npix ? n : npix));
     fread_check(buf, sizeof(float), (size_t)n, f, path);
-    for (long i = 0; i < n; i++) m.params_memory[i] = buf[i];
+    for (long i = 0; i < n; i++) m.params.params[i] = buf[i];
     real* images = (real*)malloc_check(sizeof(real) * (size_t)npix);
     fread_check(buf, sizeof(float), (size_t)npix, f, path);
     for (long i = 0; i < npix; i++) images[i] = buf[i];
@@ -67,15 +68,16 @@ static void test_reference(const char* path) {
     double e_loss = fabs(loss - ref_loss) / fabs(ref_loss);
     check(e_loss < 1e-4, "reference %s: loss %.6f vs %.6f, rel err %.1e", path, loss, ref_loss, e_loss);
 
-    vit_zero_grad(&m);
+    params_zero_grad(&m.params);
     vit_backward(&m, (real)1 / B);
     fread_check(buf, sizeof(float), (size_t)n, f, path);
     double e_grad = 0;
     const char* worst = "";
-    for (int t = 0; t < m.ntensors; t++) {
-        if (m.tensors[t].size == 0) continue;
-        double e = rel_to_max(m.grads_memory + m.tensors[t].offset, buf + m.tensors[t].offset, m.tensors[t].size, 1e-3);
-        if (e > e_grad) { e_grad = e; worst = m.tensors[t].name; }
+    for (int t = 0; t < m.params.ntensors; t++) {
+        const TensorInfo* ti = &m.params.tensors[t];
+        if (ti->size == 0) continue;
+        double e = rel_to_max(m.params.grads + ti->offset, buf + ti->offset, ti->size, 1e-3);
+        if (e > e_grad) { e_grad = e; worst = ti->name; }
     }
     check(e_grad < 1e-4, "reference %s: gradients rel err %.1e (worst %s)", path, e_grad, worst);
 
@@ -83,13 +85,12 @@ static void test_reference(const char* path) {
     fread_check(ref_losses, sizeof(float), (size_t)steps, f, path);
     fclose(f);
     double e_steps = 0;
+    AdamW opt = {0.9, 0.999, 1e-8, s[3], s[4]};
     for (int step = 0; step < steps; step++) {
-        vit_zero_grad(&m);
+        params_zero_grad(&m.params);
         double l = vit_forward(&m, images, targets, B);
         vit_backward(&m, (real)1 / B);
-        double norm = grad_norm(m.grads_memory, m.num_parameters);
-        clip_grads(m.grads_memory, m.num_parameters, norm, s[4]);
-        vit_update(&m, s[2], (real)0.9, (real)0.999, (real)1e-8, s[3], step + 1);
+        adamw_step(&m.params, &opt, s[2], l, step + 1);
         double e = fabs(l - ref_losses[step]) / fabs(ref_losses[step]);
         if (e > e_steps) e_steps = e;
     }
@@ -107,30 +108,32 @@ static void test_checkpoint(void) {
     c.S = 8; c.Cin = 1; c.K = 4; c.P = 2; c.nstages = 2;
     c.dims[0] = 8; c.dims[1] = 16; c.depths[0] = 1; c.depths[1] = 1;
     c.heads[0] = 2; c.heads[1] = 2; c.ffn[0] = 16; c.ffn[1] = 32;
-    c.attention = ATTN_FLOW; c.clamp = 1; c.layerscale = (real)1e-5; c.ln_eps = (real)1e-6;
+    c.attention = attention_kind("flow"); c.clamp = 1; c.layerscale = (real)1e-5; c.ln_eps = (real)1e-6;
+    c.init_std = 0.02;
     ViT a, b;
     vit_build(&a, &c);
     vit_build(&b, &c);
     Rng rng = rng_make(3);
-    vit_init(&a, 0.02, &rng);
-    for (long i = 0; i < a.num_parameters; i++) {
-        a.m_memory[i] = (real)rng_normal(&rng);
-        a.v_memory[i] = (real)rng_uniform(&rng);
+    vit_init(&a, &rng);
+    Parameters *A = &a.params, *Bp = &b.params;
+    for (long i = 0; i < A->count; i++) {
+        A->m[i] = (real)rng_normal(&rng);
+        A->v[i] = (real)rng_uniform(&rng);
     }
     char path[] = "/tmp/test_vit_ckpt_XXXXXX";
     int fd = mkstemp(path);
     close(fd);
-    CheckpointInfo info = {a.num_parameters, 17, 12345, 0xabcdef, (char*)"{\"dims\":\"8,16\"}"};
-    checkpoint_save(path, &info, a.params_memory, a.m_memory, a.v_memory);
+    CheckpointInfo info = {A->count, 17, 12345, 0xabcdef, (char*)"{\"dims\":\"8,16\"}"};
+    checkpoint_save(path, &info, A->params, A->m, A->v);
     CheckpointInfo got;
     FILE* f = checkpoint_open(path, &got);
-    checkpoint_read_tensors(f, path, b.num_parameters, b.params_memory, b.m_memory, b.v_memory);
-    size_t bytes = (size_t)a.num_parameters * sizeof(real);
-    int same = memcmp(a.params_memory, b.params_memory, bytes) == 0 && memcmp(a.m_memory, b.m_memory, bytes) == 0 &&
-               memcmp(a.v_memory, b.v_memory, bytes) == 0;
+    checkpoint_read_tensors(f, path, Bp->count, Bp->params, Bp->m, Bp->v);
+    size_t bytes = (size_t)A->count * sizeof(real);
+    int same = memcmp(A->params, Bp->params, bytes) == 0 && memcmp(A->m, Bp->m, bytes) == 0 &&
+               memcmp(A->v, Bp->v, bytes) == 0;
     check(same && got.step == 17 && got.data_pos == 12345 && got.rng_state == 0xabcdef &&
-          strcmp(got.config_json, info.config_json) == 0 && got.num_params == a.num_parameters,
-          "checkpoint round trip: %ld parameters, moments, step, data position, rng, config", a.num_parameters);
+          strcmp(got.config_json, info.config_json) == 0 && got.num_params == A->count,
+          "checkpoint round trip: %ld parameters, moments, step, data position, rng, config", A->count);
     free(got.config_json);
     unlink(path);
     vit_free(&a);

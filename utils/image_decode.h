@@ -1,10 +1,10 @@
-// Image decoding and resizing for data/prepare_images.c (and its tests).
+// Image decoding and resizing, for data/prepare_images.c and train_vit_flow --visualize.
 // Decoding is stb_image's (grey, grey+alpha, RGBA and Adobe CMYK/YCCK JPEGs become RGB);
 // resizing follows torchvision's Resize(S) + CenterCrop(S) on PIL images: the shorter side
 // becomes S (the longer int(S * long / short)) with PIL's antialiased bilinear filter, then
 // the centre S x S is kept. Only the kept pixels are computed.
-#ifndef DATA_IMAGE_PREP_H
-#define DATA_IMAGE_PREP_H
+#ifndef UTILS_IMAGE_DECODE_H
+#define UTILS_IMAGE_DECODE_H
 
 #include <math.h>
 #include <stdint.h>

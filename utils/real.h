@@ -1,8 +1,8 @@
 // The floating-point type every layer computes in.
 // Trainers and kernels are built in float32; tests rebuild the same code with
 // -DREAL_DOUBLE to check backward passes by finite differences in float64.
-#ifndef LAYERS_REAL_H
-#define LAYERS_REAL_H
+#ifndef UTILS_REAL_H
+#define UTILS_REAL_H
 
 // tgmath.h makes exp, log, sqrt, tanh, fabs, fmax... pick the float or double
 // version from their argument, so one source serves both precisions.

@@ -1,0 +1,88 @@
+// Batches of a language model from token shards (utils/token_shard.h): random or
+// consecutive training windows, and the overlapping windows of a sliding-window
+// evaluation that scores every token once.
+#ifndef UTILS_TOKEN_LOADER_H
+#define UTILS_TOKEN_LOADER_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <glob.h>
+#include "utils/utils.h"
+#include "utils/rng.h"
+#include "utils/token_shard.h"
+
+typedef struct {
+    uint32_t* tokens;
+    long n;
+} TokenData;
+
+// Loads every shard matching pattern (in name order) into one token stream,
+// checking each token against the vocabulary size.
+static TokenData load_tokens(const char* pattern, long vocab_size, const char* what) {
+    glob_t g;
+    int rc = glob(pattern, 0, NULL, &g);
+    if (rc == GLOB_NOMATCH) fail("%s: no file matches %s", what, pattern);
+    if (rc != 0) fail("%s: cannot expand the pattern %s", what, pattern);
+    TokenData d = {NULL, 0};
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        long n;
+        uint32_t* t = token_shard_load(g.gl_pathv[i], vocab_size, &n);
+        d.tokens = (uint32_t*)realloc(d.tokens, (size_t)(d.n + n) * sizeof(uint32_t));
+        if (d.tokens == NULL) fail("out of memory loading %s", g.gl_pathv[i]);
+        memcpy(d.tokens + d.n, t, (size_t)n * sizeof(uint32_t));
+        d.n += n;
+        free(t);
+    }
+    globfree(&g);
+    return d;
+}
+
+// inputs, targets (B, T) = B samples of T+1 consecutive tokens: random starts drawn
+// from rng, or consecutive blocks from *pos (wrapping to the start at the end).
+static void next_batch(const TokenData* d, int B, int T, int random, Rng* rng, long* pos,
+                       int* inputs, int* targets) {
+    for (int b = 0; b < B; b++) {
+        long start;
+        if (random) {
+            start = rng_below(rng, d->n - T);
+        } else {
+            if (*pos + T + 1 > d->n) *pos = 0;
+            start = *pos;
+            *pos += T;
+        }
+        for (int t = 0; t < T; t++) {
+            inputs[b * T + t] = (int)d->tokens[start + t];
+            targets[b * T + t] = (int)d->tokens[start + t + 1];
+        }
+    }
+}
+
+// The windows of a sliding-window evaluation: T tokens each, advancing by T - W,
+// every token scored once, in the first window that contains it (so with at least
+// W tokens of context where the stream allows): fairseq-eval-lm's --context-window W.
+// W = 0 gives non-overlapping windows.
+typedef struct {
+    long next_start;  // where the next window would start
+    long scored_upto; // targets 1..scored_upto are scored
+} EvalWindows;
+
+// Fills up to B windows into inputs, targets (B, T), with target -1 where a token
+// was scored before; returns how many (0: every token is scored).
+static int eval_windows_next(EvalWindows* w, const TokenData* d, int B, int T, int W, int* inputs,
+                             int* targets) {
+    int b = 0;
+    for (; b < B && w->scored_upto < d->n - 1; b++) {
+        long s = w->next_start < d->n - 1 - T ? w->next_start : d->n - 1 - T;
+        for (int t = 0; t < T; t++) {
+            inputs[b * T + t] = (int)d->tokens[s + t];
+            long j = s + t + 1;
+            targets[b * T + t] = j > w->scored_upto ? (int)d->tokens[j] : -1;
+        }
+        w->scored_upto = s + T;
+        w->next_start += T - W;
+    }
+    return b;
+}
+
+#endif
