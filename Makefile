@@ -54,9 +54,14 @@ TESTS += $(BUILD)/test_gpt_grad $(BUILD)/test_gpt $(BUILD)/test_gpt_cli
 # ViT trainer: float64 whole-model gradients (plain and hierarchical); float32
 # reference state, checkpoints, augmentation; the program itself (resume, bad input)
 TESTS += $(BUILD)/test_vit_grad $(BUILD)/test_vit $(BUILD)/test_vit_cli
+# fastmath.h's error bounds (and libm in float64); fused layers against the
+# unfused ones, in float32 and in float64
+TESTS += $(BUILD)/test_fastmath $(BUILD)/test_fused $(BUILD)/test_fused_f64
 
 # ---- benchmarks -------------------------------------------------------------
 BENCHES = $(BUILD)/bench_attention
+# Elementwise and fused layers, unfused against fused: make bench-layers.
+BENCHES += $(BUILD)/bench_layers
 
 .PHONY: all test bench deps clean
 
@@ -67,6 +72,7 @@ test: $(TESTS)
 
 bench: $(BENCHES)
 	$(BUILD)/bench_attention
+	$(BUILD)/bench_layers
 
 # Debian packages: cJSON (configs), stb (image decode), PyTorch/numpy (dev/ references only).
 deps:
@@ -103,8 +109,24 @@ $(BUILD)/test_vit: dev/test/test_vit.c $(VIT_TEST_DEPS)
 $(BUILD)/test_vit_cli: dev/test/test_vit_cli.c train_vit_flow dev/test/capture.h $(VIT_TEST_DEPS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
+# The fastmath test checks the float64 build of fastmath.h against libm.
+$(BUILD)/fastmath_f64.o: dev/test/fastmath_f64.c dev/test/fastmath_f64.h $(LAYERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DREAL_DOUBLE -c -o $@ $<
+$(BUILD)/test_fastmath: dev/test/test_fastmath.c $(BUILD)/fastmath_f64.o dev/test/testing.h $(LAYERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/fastmath_f64.o $(LDLIBS)
+# The fused-layer test, built once per precision.
+$(BUILD)/test_fused: dev/test/test_fused.c dev/test/testing.h $(LAYERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/test_fused_f64: dev/test/test_fused.c dev/test/testing.h $(LAYERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DREAL_DOUBLE -o $@ $< $(LDLIBS)
+
 $(BUILD)/bench_attention: dev/bench_attention.c $(LAYERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/bench_layers: dev/bench_layers.c $(LAYERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+bench-layers: $(BUILD)/bench_layers
+	$(BUILD)/bench_layers
+.PHONY: bench-layers
 
 clean:
 	rm -rf $(BUILD) $(TRAINERS)
