@@ -15,8 +15,8 @@
 #include "layers/crossentropy.h"
 #include "layers/adamw.h"
 
-#define MIN_SECONDS 0.15 // time each variant for at least this long...
-#define MIN_CALLS 3      // ...and at least this many calls
+#define MIN_SECONDS 0.25 // time each variant for at least this long...
+#define MIN_CALLS 5      // ...and at least this many calls
 
 static real* filled(size_t n, float scale, float offset) {
     real* x = (real*)malloc_check(n * sizeof(real));

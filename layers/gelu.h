@@ -3,8 +3,8 @@
 // tanh is fastmath.h's tanh_fast, so the loops vectorise. In float32, gelu is
 // within 8e-7 max(1, |gelu(x)|) of the formula evaluated exactly, and gelu'
 // within 5e-6 max(1, |gelu'(x)|), the most near x = -4.8, where 1 - tanh^2
-// cancels (dev/test/test_fastmath.c). gelu' overflows to NaN once x^3 does
-// (|x| > 1e12).
+// cancels (dev/test/test_fastmath.c). gelu' is NaN once 0.134 x^2 overflows
+// (|x| > 5e18).
 #ifndef LAYERS_GELU_H
 #define LAYERS_GELU_H
 

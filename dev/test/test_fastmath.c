@@ -182,7 +182,7 @@ static void test_gelu(void) {
     int64_t k0 = float_index(-12.0f), k1 = float_index(12.0f), stride = (k1 - k0) / SCAN_POINTS | 1;
     for (int64_t k = k0; k <= k1; k += stride) x[n++] = index_float(k);
     for (long i = 0; i <= SCAN_POINTS; i++) x[n++] = -12.0f + 24.0f * (float)i / SCAN_POINTS;
-    float big[] = {-1e12f, -1000.0f, -100.0f, -13.0f, 13.0f, 100.0f, 1000.0f, 1e12f, -0.0f, 1e-45f};
+    float big[] = {-1e18f, -1000.0f, -100.0f, -13.0f, 13.0f, 100.0f, 1000.0f, 1e18f, -0.0f, 1e-45f};
     for (int i = 0; i < 10; i++) x[n++] = big[i];
     float* out = (float*)malloc_check(n * sizeof(float));
     float* ones = (float*)malloc_check(n * sizeof(float));

@@ -3,7 +3,7 @@
 //  - residual_layernorm_forward against residual_forward + layernorm_forward;
 //  - layernorm_backward (one pass, blocked parameter sums) against the definition;
 //  - bias_gelu_forward/backward against a bias add, gelu_forward/backward and
-//    matmul_backward's column sums;
+//    the bias gradient's column sums (matmul_backward's job when unfused);
 //  - crossentropy_forward_backward against crossentropy_forward +
 //    crossentropy_backward_inplace, and against the definition in float64, with
 //    vocabularies around and across the chunk size; NaN logits give NaN losses;
@@ -19,7 +19,7 @@
 #include "dev/test/testing.h"
 
 #ifdef REAL_DOUBLE
-#define TOL 1e-13 // fused against unfused: only the order of sums differs
+#define TOL 1e-13 // fused against unfused: sums in another order, exps composed differently
 #define REF_TOL 1e-13 // against the float64 definitions
 #define REAL_EPSILON DBL_EPSILON
 #else
