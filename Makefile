@@ -27,11 +27,16 @@ SHAKESPEARE = data/tinyshakespeare/train.bin
 TESTS = dev/test/test_headers.sh $(BUILD)/test_attention $(BUILD)/test_data_text $(BUILD)/test_data_images
 TESTS += $(BUILD)/test_gpt_grad $(BUILD)/test_gpt $(BUILD)/test_gpt_cli
 TESTS += $(BUILD)/test_vit_grad $(BUILD)/test_vit $(BUILD)/test_vit_cli
+# fastmath.h's error bounds (and libm in float64); fused layers against the
+# unfused ones, in float32 and in float64
+TESTS += $(BUILD)/test_fastmath $(BUILD)/test_fused $(BUILD)/test_fused_f64
 
 BENCHES = $(BUILD)/bench_attention
+# Elementwise and fused layers, unfused against fused: make bench-layers.
+BENCHES += $(BUILD)/bench_layers
 
 .DEFAULT_GOAL := all
-.PHONY: all test bench bench-data deps clean
+.PHONY: all test bench bench-layers bench-data deps clean
 
 all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE)
 
@@ -40,6 +45,10 @@ test: $(TESTS)
 
 bench: $(BENCHES)
 	$(BUILD)/bench_attention
+	$(BUILD)/bench_layers
+
+bench-layers: $(BUILD)/bench_layers
+	$(BUILD)/bench_layers
 
 # Speed of tokenising and of image decoding on the real data (make bench-data DATA=folder).
 bench-data: $(BUILD)/bench_data
@@ -94,4 +103,16 @@ $(BUILD)/test_%_cli: dev/test/test_%_cli.c train_%_flow dev/test/*.h $(HEADERS) 
 $(BUILD)/bench_attention: dev/bench_attention.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/bench_data: dev/bench_data.c dev/test/capture.h $(HEADERS) $(DATA_PROGRAMS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+# The fastmath test checks the float64 build of fastmath.h against libm.
+$(BUILD)/fastmath_f64.o: dev/test/fastmath_f64.c dev/test/fastmath_f64.h $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DREAL_DOUBLE -c -o $@ $<
+$(BUILD)/test_fastmath: dev/test/test_fastmath.c $(BUILD)/fastmath_f64.o dev/test/testing.h $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/fastmath_f64.o $(LDLIBS)
+# The fused-layer test, built once per precision.
+$(BUILD)/test_fused: dev/test/test_fused.c dev/test/testing.h $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/test_fused_f64: dev/test/test_fused.c dev/test/testing.h $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DREAL_DOUBLE -o $@ $< $(LDLIBS)
+$(BUILD)/bench_layers: dev/bench_layers.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)

@@ -8,6 +8,7 @@
 #include <omp.h>
 #include "utils/real.h"
 #include "utils/utils.h"
+#include "layers/fastmath.h"
 #include "utils/params.h"
 
 typedef struct {
@@ -15,21 +16,31 @@ typedef struct {
     double grad_clip; // clip the global gradient norm to this (0: off)
 } AdamW;
 
-// One update at step t (1-based, for the bias corrections):
+// One update at step t (1-based, for the bias corrections), with the gradient
+// g = grad_scale * grads (the clipping factor of clip_scale, applied on the fly
+// instead of in a pass of its own):
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
 //   param -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * param)
-static void adamw_update(real* params, const real* grads, real* m, real* v, long N, real lr,
-                         real beta1, real beta2, real eps, real weight_decay, long t) {
+// One pass, vectorised (sqrt_fast: libm's sqrtf keeps the loop scalar).
+static void adamw_update_scaled(real* params, const real* grads, real* m, real* v, long N, real lr,
+                                real beta1, real beta2, real eps, real weight_decay, long t,
+                                real grad_scale) {
     real c1 = (real)1 - pow(beta1, (real)t), c2 = (real)1 - pow(beta2, (real)t);
 #pragma omp parallel for simd
     for (long i = 0; i < N; i++) {
-        real g = grads[i];
+        real g = grads[i] * grad_scale;
         real mi = beta1 * m[i] + ((real)1 - beta1) * g;
         real vi = beta2 * v[i] + ((real)1 - beta2) * g * g;
         m[i] = mi;
         v[i] = vi;
-        params[i] -= lr * ((mi / c1) / (sqrt(vi / c2) + eps) + weight_decay * params[i]);
+        params[i] -= lr * ((mi / c1) / (sqrt_fast(vi / c2) + eps) + weight_decay * params[i]);
     }
+}
+
+// adamw_update_scaled with the gradients as they are.
+static void adamw_update(real* params, const real* grads, real* m, real* v, long N, real lr,
+                         real beta1, real beta2, real eps, real weight_decay, long t) {
+    adamw_update_scaled(params, grads, m, v, N, lr, beta1, beta2, eps, weight_decay, t, 1);
 }
 
 // L2 norm of the N gradients. Fixed-size chunks summed in a fixed order, so
@@ -52,11 +63,18 @@ static double grad_norm(const real* grads, long N) {
     return sqrt(total);
 }
 
-// Scales the gradients so that their norm is at most max_norm (as PyTorch's
-// clip_grad_norm_: factor max_norm / (norm + 1e-6)); norm is grad_norm's result.
+// The factor that brings the gradients' norm to at most max_norm (as PyTorch's
+// clip_grad_norm_: max_norm / (norm + 1e-6)), 1 if max_norm <= 0 or the norm is
+// within it; norm is grad_norm's result.
+static real clip_scale(double norm, double max_norm) {
+    if (max_norm <= 0 || norm <= max_norm) return 1;
+    return (real)(max_norm / (norm + 1e-6));
+}
+
+// Scales the gradients by clip_scale in place (adamw_update_scaled does it on the fly).
 static void clip_grads(real* grads, long N, double norm, double max_norm) {
-    if (max_norm <= 0 || norm <= max_norm) return;
-    real f = (real)(max_norm / (norm + 1e-6));
+    real f = clip_scale(norm, max_norm);
+    if (f == 1) return;
 #pragma omp parallel for simd
     for (long i = 0; i < N; i++) grads[i] *= f;
 }
@@ -69,13 +87,13 @@ static double adamw_step(Parameters* P, const AdamW* opt, double lr, double loss
     double norm = grad_norm(P->grads, P->count);
     if (!isfinite(loss) || !isfinite(norm))
         fail("step %ld: the loss (%g) or gradient norm (%g) is not finite", step, loss, norm);
-    clip_grads(P->grads, P->count, norm, opt->grad_clip);
+    real scale = clip_scale(norm, opt->grad_clip);
     for (int i = 0; i < P->ntensors; i++) {
         const TensorInfo* ti = &P->tensors[i];
         if (ti->size == 0) continue;
-        adamw_update(P->params + ti->offset, P->grads + ti->offset, P->m + ti->offset, P->v + ti->offset,
-                     ti->size, (real)lr, (real)opt->beta1, (real)opt->beta2, (real)opt->eps,
-                     ti->decay ? (real)opt->weight_decay : 0, step);
+        adamw_update_scaled(P->params + ti->offset, P->grads + ti->offset, P->m + ti->offset, P->v + ti->offset,
+                            ti->size, (real)lr, (real)opt->beta1, (real)opt->beta2, (real)opt->eps,
+                            ti->decay ? (real)opt->weight_decay : 0, step, scale);
     }
     return norm;
 }

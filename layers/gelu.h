@@ -1,58 +1,87 @@
 // GELU, tanh approximation (GPT-2, nanoGPT's default):
-//   out = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); inp, out are (N).
+//   gelu(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+// tanh is fastmath.h's tanh_fast, so the loops vectorise. In float32, gelu is
+// within 8e-7 max(1, |gelu(x)|) of the formula evaluated exactly, and gelu'
+// within 5e-6 max(1, |gelu'(x)|), the most near x = -4.8, where 1 - tanh^2
+// cancels (dev/test/test_fastmath.c). gelu' is NaN once 0.134 x^2 overflows
+// (|x| > 5e18).
 #ifndef LAYERS_GELU_H
 #define LAYERS_GELU_H
 
+#include <stdlib.h>
 #include "utils/real.h"
+#include "layers/fastmath.h"
+#include "layers/colsum.h"
+#include "utils/utils.h"
 
 #define GELU_SCALE ((real)0.7978845608028654) // sqrt(2/pi)
+#define GELU_CUBIC ((real)0.044715)
 
-// tanh that vectorises: libm's tanhf is a scalar call and made GELU a quarter of
-// a training step. In float32 a rational approximation (Eigen's ptanh_float:
-// odd degree-13 over even degree-6 polynomial, inputs clamped to +-7.9053) with
-// relative error below 4e-7; float64 builds (the gradient tests) use libm's tanh,
-// so the analytic derivative 1 - tanh^2 stays exact there.
-static inline real tanh_fast(real x) {
-#ifdef REAL_DOUBLE
-    return tanh(x);
-#else
-    const float c = 7.90531110763549805f;
-    x = x < -c ? -c : (x > c ? c : x);
-    float x2 = x * x;
-    float p = -2.76076847742355e-16f;
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 - 8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    float q = 1.19825839466702e-06f;
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return x * p / q;
-#endif
+static inline real gelu(real x) {
+    return (real)0.5 * x * ((real)1 + tanh_fast(GELU_SCALE * (x + GELU_CUBIC * x * x * x)));
 }
 
+// d gelu(x) / dx
+static inline real gelu_grad(real x) {
+    real th = tanh_fast(GELU_SCALE * (x + GELU_CUBIC * x * x * x));
+    real sech2 = (real)1 - th * th;
+    real du = GELU_SCALE * ((real)1 + (real)3 * GELU_CUBIC * x * x);
+    return (real)0.5 * ((real)1 + th) + (real)0.5 * x * sech2 * du;
+}
+
+// inp, out are (N).
 static void gelu_forward(real* out, const real* inp, long N) {
 #pragma omp parallel for simd
-    for (long i = 0; i < N; i++) {
-        real x = inp[i];
-        out[i] = (real)0.5 * x * ((real)1 + tanh_fast(GELU_SCALE * (x + (real)0.044715 * x * x * x)));
+    for (long i = 0; i < N; i++) out[i] = gelu(inp[i]);
+}
+
+// dinp += gelu'(inp) dout; all (N).
+static void gelu_backward(real* dinp, const real* inp, const real* dout, long N) {
+#pragma omp parallel for simd
+    for (long i = 0; i < N; i++) dinp[i] += gelu_grad(inp[i]) * dout[i];
+}
+
+// GELU with the bias of the matmul before it folded in, so that the matmul
+// (matmul_forward with bias NULL) writes its output once and this reads it once:
+//   out = gelu(inp + bias); inp, out are (N, C), bias is (C).
+// The pre-activation inp + bias is not stored; the backward pass recomputes it.
+static void bias_gelu_forward(real* out, const real* inp, const real* bias, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const real* x = inp + (long)n * C;
+        real* o = out + (long)n * C;
+#pragma omp simd
+        for (int c = 0; c < C; c++) o[c] = gelu(x[c] + bias[c]);
     }
 }
 
-// dinp += gelu'(inp) dout
-static void gelu_backward(real* dinp, const real* inp, const real* dout, long N) {
-#pragma omp parallel for simd
-    for (long i = 0; i < N; i++) {
-        real x = inp[i];
-        real u = GELU_SCALE * (x + (real)0.044715 * x * x * x);
-        real th = tanh_fast(u);
-        real sech2 = (real)1 - th * th;
-        real du = GELU_SCALE * ((real)1 + (real)3 * (real)0.044715 * x * x);
-        dinp[i] += ((real)0.5 * ((real)1 + th) + (real)0.5 * x * sech2 * du) * dout[i];
+// dinp = gelu'(inp + bias) dout, WRITTEN, not accumulated (it is both the
+// pre-activation's gradient and that of the bias-free matmul output, so it saves
+// the trainer a memset and a read); dbias (C) += its column sums, in the same
+// pass. dinp may be dout. Shapes as bias_gelu_forward.
+static void bias_gelu_backward(real* dinp, real* dbias, const real* dout, const real* inp,
+                               const real* bias, int N, int C) {
+    int nblocks = colsum_blocks(N);
+    real* partial = (real*)malloc_check((size_t)nblocks * C * sizeof(real));
+#pragma omp parallel for
+    for (int b = 0; b < nblocks; b++) {
+        real* db = partial + (long)b * C;
+        for (int c = 0; c < C; c++) db[c] = 0;
+        int n1 = (b + 1) * COLSUM_ROWS < N ? (b + 1) * COLSUM_ROWS : N;
+        for (int n = b * COLSUM_ROWS; n < n1; n++) {
+            const real* x = inp + (long)n * C;
+            const real* d = dout + (long)n * C;
+            real* di = dinp + (long)n * C;
+#pragma omp simd
+            for (int c = 0; c < C; c++) {
+                real g = gelu_grad(x[c] + bias[c]) * d[c];
+                di[c] = g;
+                db[c] += g;
+            }
+        }
     }
+    colsum_reduce(dbias, partial, nblocks, C);
+    free(partial);
 }
 
 #endif

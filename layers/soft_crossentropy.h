@@ -5,6 +5,7 @@
 #define LAYERS_SOFT_CROSSENTROPY_H
 
 #include "utils/real.h"
+#include "layers/fastmath.h"
 
 // Smoothed one-hot rows: 1 - smoothing + smoothing/K at labels[n], smoothing/K elsewhere.
 static void soft_targets_from_labels(real* targets, const int* labels, real smoothing, int N, int K) {
@@ -23,10 +24,13 @@ static void soft_crossentropy_forward(real* losses, real* lse, const real* logit
         const real* l = logits + (long)n * K;
         const real* t = targets + (long)n * K;
         real maxv = l[0];
+#pragma omp simd reduction(max:maxv)
         for (int k = 1; k < K; k++) maxv = l[k] > maxv ? l[k] : maxv;
         real sum = 0;
-        for (int k = 0; k < K; k++) sum += exp(l[k] - maxv);
+#pragma omp simd reduction(+:sum)
+        for (int k = 0; k < K; k++) sum += exp_fast(l[k] - maxv);
         real z = maxv + log(sum), loss = 0;
+#pragma omp simd reduction(+:loss)
         for (int k = 0; k < K; k++) loss += t[k] * (z - l[k]);
         lse[n] = z;
         losses[n] = loss;
@@ -38,10 +42,12 @@ static void soft_crossentropy_backward(real* dlogits, const real* logits, const 
                                        const real* targets, real dloss, int N, int K) {
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {
-        for (int k = 0; k < K; k++) {
-            long i = (long)n * K + k;
-            dlogits[i] += dloss * (exp(logits[i] - lse[n]) - targets[i]);
-        }
+        real* d = dlogits + (long)n * K;
+        const real* l = logits + (long)n * K;
+        const real* t = targets + (long)n * K;
+        real z = lse[n];
+#pragma omp simd
+        for (int k = 0; k < K; k++) d[k] += dloss * (exp_fast(l[k] - z) - t[k]);
     }
 }
 
