@@ -1,5 +1,7 @@
 # flowformer.c: `make` builds the trainers and tools, `make test` runs the suite,
-# `make bench` prints the benchmark tables, `make deps` installs what is needed.
+# `make bench` prints the benchmark tables, `make deps` installs what is needed,
+# `make venv` creates the PyTorch peer's virtual environment and `make bench-train`
+# times the C trainers against it.
 
 CC ?= gcc
 CFLAGS ?= -O3 -march=native
@@ -105,6 +107,21 @@ $(BUILD)/test_vit_cli: dev/test/test_vit_cli.c train_vit_flow dev/test/capture.h
 
 $(BUILD)/bench_attention: dev/bench_attention.c $(LAYERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# ---- the PyTorch peer: training speed of the C trainers against it ------------
+# `make venv`: .venv/ with dev/requirements.txt (PyTorch from PyPI), by dev/setup_venv.sh.
+# `make bench-train`: dev/bench_train.py, one interleaved run of the C trainers and the
+# torch peers (about 10 minutes on 2 cores); BENCH_TRAIN_ARGS passes options, e.g.
+# make bench-train BENCH_TRAIN_ARGS="--configs a,vit --json log/bench_train.json".
+VENV ?= .venv
+BENCH_TRAIN_ARGS ?=
+$(VENV)/.installed: dev/requirements.txt dev/setup_venv.sh
+	VENV=$(VENV) dev/setup_venv.sh
+	touch $@
+venv: $(VENV)/.installed
+bench-train: all $(VENV)/.installed
+	DATA=$(DATA) $(VENV)/bin/python dev/bench_train.py $(BENCH_TRAIN_ARGS)
+.PHONY: venv bench-train
 
 clean:
 	rm -rf $(BUILD) $(TRAINERS)
