@@ -165,16 +165,22 @@ def schedule(cfg):
 # machine and data
 
 def cpu_info():
-    model, flags = platform.processor() or "?", set()
+    model, flags, fields = platform.processor() or "?", set(), {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and model in ("?", "", "x86_64"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "model name" and model in ("?", "", "x86_64"):
+                    model = value
+                elif key in ("cpu family", "model", "stepping") and key not in fields:
+                    fields[key] = value
+                elif key == "flags":
+                    flags = set(value.split())
     except OSError:
         pass
+    if fields:  # a hypervisor may hide the name: family 25 model 17 is AMD Zen 4 (Genoa)
+        model += " (" + ", ".join(f"{k} {v}" for k, v in fields.items()) + ")"
     avx512 = sorted(f for f in flags if f.startswith("avx512"))
     return model, avx512
 
@@ -199,6 +205,54 @@ def fmt(ms):
     return "-" if ms is None else (f"{ms:.1f}" if ms < 1000 else f"{ms:.0f}")
 
 
+def report(results, names, all_cfgs, info, model, avx512):
+    """The table, the rates and the spread of every measurement; returns the summary."""
+    med = lambda name, key: (statistics.median(results[name][key]) if results[name].get(key) else None)
+    print(f"\n== median ms per training update (lower is better); machine: {model}, "
+          f"AVX-512 {'yes' if avx512 else 'no'}; torch {info['torch']} ({info['blas_info']}) ==")
+    header = (f"{'configuration':64s} {'C 2thr':>8s} {'(C 1thr)':>9s} {'flow 1thr':>10s} {'flow 2thr':>10s} "
+              f"{'nano 1thr':>10s} {'nano 2thr':>10s} {'speedup':>8s} {'target':>7s} {'':6s} {'1thr/1thr':>9s}")
+    print(header)
+    print("-" * len(header))
+    summary = {}
+    for name in names:
+        cfg = all_cfgs[name]
+        peer_kind = cfg["peers"][0][0]
+        c2, c1 = med(name, "C:2"), med(name, "C:1")
+        f1, f2 = med(name, f"{peer_kind}:1"), med(name, f"{peer_kind}:2")
+        n1, n2 = med(name, "nanogpt:1"), med(name, "nanogpt:2")
+        best_flow = min(x for x in (f1, f2) if x is not None)
+        speedup = best_flow / c2
+        ok = speedup >= cfg["target"]
+        print(f"{cfg['title']:64s} {fmt(c2):>8s} {fmt(c1):>9s} {fmt(f1):>10s} {fmt(f2):>10s} {fmt(n1):>10s} "
+              f"{fmt(n2):>10s} {speedup:7.2f}x {'>=%.1fx' % cfg['target']:>7s} {'ok' if ok else 'MISSED':6s} "
+              f"{(f1 / c1 if f1 and c1 else float('nan')):8.2f}x")
+        summary[name] = dict(c2=c2, c1=c1, torch1=f1, torch2=f2, nano1=n1, nano2=n2, speedup=speedup,
+                             target=cfg["target"], ok=ok)
+        if any(x is not None for x in (n1, n2)):
+            summary[name]["speedup_vs_nanogpt"] = min(x for x in (n1, n2) if x is not None) / c2
+    print("speedup = best torch flow (1 or 2 threads) / C on 2 threads; 1thr/1thr = torch flow on 1 thread / "
+          "C on 1 thread (for information: on a busy machine the 1-thread figures are the steadier ones)\n")
+    for name in names:
+        cfg, s = all_cfgs[name], summary[name]
+        rate = cfg["per_update"] / (s["c2"] / 1e3)
+        best_t = min(x for x in (s["torch1"], s["torch2"]) if x is not None)
+        print(f"{name}: C {rate:,.0f} {cfg['unit']}/s against torch {cfg['per_update'] / (best_t / 1e3):,.0f} "
+              f"{cfg['unit']}/s" + (f"; C Flow-Attention vs nanoGPT softmax (best torch): "
+                                    f"{s['speedup_vs_nanogpt']:.2f}x" if "speedup_vs_nanogpt" in s else ""))
+    if "a" in summary and "speedup_vs_nanogpt" in summary["a"]:
+        s = summary["a"]["speedup_vs_nanogpt"]
+        print(f"(a) our Flow-Attention model against the nanoGPT-style softmax model: {s:.2f}x "
+              f"(target >= 2x) {'ok' if s >= 2 else 'MISSED'}")
+    print("\nspread (timed updates: count, min / median / max ms):")
+    for name in names:
+        for key, v in results[name].items():
+            if v:
+                print(f"  {name:4s} {key:10s} n={len(v):3d}  {min(v):9.1f} / {statistics.median(v):9.1f} / "
+                      f"{max(v):9.1f}")
+    return summary
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,7 +263,16 @@ def main():
     parser.add_argument("--no-check", action="store_true", help="skip the correctness check before timing")
     parser.add_argument("--json", default="", help="also write every measurement to this file")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed to one run")
+    parser.add_argument("--from-json", default="", help="print the tables of a run saved with --json, run nothing")
     args = parser.parse_args()
+
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        m = saved["machine"]
+        print(f"{args.from_json}: " + ", ".join(f"{k} {v}" for k, v in saved.get("run", {}).items()))
+        report(saved["results"], list(saved["results"]), configurations(), saved["torch"], m["cpu"], m["avx512"])
+        return 0
 
     if args.check or not args.no_check:
         print("== correctness of the torch peer (dev/torch_peer.py check) ==", flush=True)
@@ -272,51 +335,13 @@ def main():
                       + f"  ({time.time() - t0:.0f} s)", flush=True)
         results[name] = {f"{k}:{t}": v for (k, t), v in times.items()}
 
-    med = lambda name, key: (statistics.median(results[name][key]) if results[name].get(key) else None)
-    print(f"\n== median ms per training update (lower is better); machine: {model}, "
-          f"AVX-512 {'yes' if avx512 else 'no'}; torch {info['torch']} ({info['blas_info']}) ==")
-    header = (f"{'configuration':64s} {'C 2thr':>8s} {'(C 1thr)':>9s} {'flow 1thr':>10s} {'flow 2thr':>10s} "
-              f"{'nano 1thr':>10s} {'nano 2thr':>10s} {'speedup':>8s} {'target':>7s}")
-    print(header)
-    print("-" * len(header))
-    summary = {}
-    for name in names:
-        cfg = all_cfgs[name]
-        peer_kind = cfg["peers"][0][0]
-        c2, c1 = med(name, "C:2"), med(name, "C:1")
-        f1, f2 = med(name, f"{peer_kind}:1"), med(name, f"{peer_kind}:2")
-        n1, n2 = med(name, "nanogpt:1"), med(name, "nanogpt:2")
-        best_flow = min(x for x in (f1, f2) if x is not None)
-        speedup = best_flow / c2
-        ok = speedup >= cfg["target"]
-        print(f"{cfg['title']:64s} {fmt(c2):>8s} {fmt(c1):>9s} {fmt(f1):>10s} {fmt(f2):>10s} {fmt(n1):>10s} "
-              f"{fmt(n2):>10s} {speedup:7.2f}x {'>=%.1fx' % cfg['target']:>7s} {'ok' if ok else 'MISSED'}")
-        summary[name] = dict(c2=c2, c1=c1, torch1=f1, torch2=f2, nano1=n1, nano2=n2, speedup=speedup,
-                             target=cfg["target"], ok=ok)
-        if any(x is not None for x in (n1, n2)):
-            summary[name]["speedup_vs_nanogpt"] = min(x for x in (n1, n2) if x is not None) / c2
-    print()
-    for name in names:
-        cfg, s = all_cfgs[name], summary[name]
-        rate = cfg["per_update"] / (s["c2"] / 1e3)
-        best_t = min(x for x in (s["torch1"], s["torch2"]) if x is not None)
-        print(f"{name}: C {rate:,.0f} {cfg['unit']}/s against torch {cfg['per_update'] / (best_t / 1e3):,.0f} "
-              f"{cfg['unit']}/s" + (f"; C Flow-Attention vs nanoGPT softmax (best torch): "
-                                    f"{s['speedup_vs_nanogpt']:.2f}x" if "speedup_vs_nanogpt" in s else ""))
-    if "a" in summary and "speedup_vs_nanogpt" in summary["a"]:
-        s = summary["a"]["speedup_vs_nanogpt"]
-        print(f"(a) our Flow-Attention model against the nanoGPT-style softmax model: {s:.2f}x "
-              f"(target >= 2x) {'ok' if s >= 2 else 'MISSED'}")
-    print("\nspread (timed updates: count, min / median / max ms):")
-    for name in names:
-        for key, v in results[name].items():
-            if v:
-                print(f"  {name:4s} {key:10s} n={len(v):3d}  {min(v):9.1f} / {statistics.median(v):9.1f} / "
-                      f"{max(v):9.1f}")
+    summary = report(results, names, all_cfgs, info, model, avx512)
     print("load average at end: %.2f %.2f %.2f; %.1f minutes in all" % (os.getloadavg() + ((time.time() - t_start) / 60,)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=dict(cpu=model, avx512=avx512, cores=os.cpu_count()), torch=info,
+                           run=dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), load_start=list(load),
+                                    load_end=list(os.getloadavg()), minutes=(time.time() - t_start) / 60),
                            results=results, summary=summary), f, indent=1)
         print(f"wrote {args.json}")
     return 0
