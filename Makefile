@@ -1,5 +1,7 @@
 # flowformer.c: `make` builds the trainers and tools, `make test` runs the suite,
-# `make bench` prints the benchmark tables, `make deps` installs what is needed.
+# `make bench` prints the benchmark tables, `make deps` installs what is needed,
+# `make venv` creates the PyTorch peer's virtual environment and `make bench-train`
+# times the C trainers against it.
 # This file reads top to bottom: settings, what each target builds, then the rules.
 
 CC ?= gcc
@@ -36,7 +38,7 @@ BENCHES = $(BUILD)/bench_attention
 BENCHES += $(BUILD)/bench_layers
 
 .DEFAULT_GOAL := all
-.PHONY: all test bench bench-layers bench-data deps clean
+.PHONY: all test bench bench-layers bench-data bench-train venv deps clean
 
 all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE)
 
@@ -53,6 +55,16 @@ bench-layers: $(BUILD)/bench_layers
 # Speed of tokenising and of image decoding on the real data (make bench-data DATA=folder).
 bench-data: $(BUILD)/bench_data
 	$(BUILD)/bench_data $(DATA)
+
+# The PyTorch peer (dev/torch_peer.py) in .venv/ from dev/requirements.txt (PyTorch from
+# PyPI), and the training speed of the C trainers against it in one interleaved run
+# (about 10 minutes on 2 cores); options through BENCH_TRAIN_ARGS, e.g.
+# make bench-train BENCH_TRAIN_ARGS="--configs a,vit --json log/bench_train.json".
+VENV ?= .venv
+BENCH_TRAIN_ARGS ?=
+venv: $(VENV)/.installed
+bench-train: all $(VENV)/.installed
+	DATA=$(DATA) $(VENV)/bin/python dev/bench_train.py $(BENCH_TRAIN_ARGS)
 
 # Debian packages: cJSON (configs), stb (image decode), PyTorch/numpy (dev/ references only).
 deps:
@@ -116,3 +128,6 @@ $(BUILD)/test_fused_f64: dev/test/test_fused.c dev/test/testing.h $(HEADERS) | $
 	$(CC) $(CFLAGS) -DREAL_DOUBLE -o $@ $< $(LDLIBS)
 $(BUILD)/bench_layers: dev/bench_layers.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(VENV)/.installed: dev/requirements.txt dev/setup_venv.sh
+	VENV=$(VENV) dev/setup_venv.sh
+	touch $@
