@@ -73,24 +73,25 @@ typedef struct {
     int sample_tokens, top_k;
     double temperature;
     char prompt[CONFIG_STR];
+    double memory_limit;
 } Config;
 
 #define F(name, type, value, allowed, fixed, help) {#name, type, offsetof(Config, name), value, allowed, fixed, help}
 static const ConfigField CONFIG_FIELDS[] = {
     F(mode, CFG_STRING, "train", "train|eval|sample", 0, "train, eval (validation loss and perplexity) or sample"),
-    F(vocab_size, CFG_INT, "0", "[0, inf)", 1, "vocabulary size; 0 takes the vocabulary file's"),
-    F(context, CFG_INT, "64", "[1, inf)", 1, "tokens per sample (T)"),
-    F(n_layer, CFG_INT, "4", "[1, inf)", 1, "transformer blocks"),
-    F(n_head, CFG_INT, "4", "[1, inf)", 1, "attention heads"),
-    F(n_embd, CFG_INT, "128", "[1, inf)", 1, "channels (C)"),
-    F(n_ffn, CFG_INT, "0", "[0, inf)", 1, "MLP hidden size; 0 means 4C"),
+    F(vocab_size, CFG_INT, "0", "[0, 16777216]", 1, "vocabulary size; 0 takes the vocabulary file's"),
+    F(context, CFG_INT, "64", "[1, 1048576]", 1, "tokens per sample (T)"),
+    F(n_layer, CFG_INT, "4", "[1, 1024]", 1, "transformer blocks"),
+    F(n_head, CFG_INT, "4", "[1, 1024]", 1, "attention heads"),
+    F(n_embd, CFG_INT, "128", "[1, 65536]", 1, "channels (C)"),
+    F(n_ffn, CFG_INT, "0", "[0, 1048576]", 1, "MLP hidden size; 0 means 4C"),
     F(attention, CFG_STRING, "flow", NULL, 1, "attention kind (listed below)"),
     F(clamp, CFG_FLOAT, "1.0", "(0, 40]", 1, "Flow-Attention conservation clamp bound"),
     F(positions, CFG_STRING, "learned", "learned|sinusoidal", 1, "positions: learned (GPT-2) or sinusoidal (fairseq)"),
     F(embed_scale, CFG_BOOL, "false", NULL, 1, "multiply the token embedding by sqrt(C) (fairseq)"),
     F(tied, CFG_BOOL, "true", NULL, 1, "output layer shares the token embedding"),
     F(activation, CFG_STRING, "gelu", "gelu|relu", 1, "MLP activation: gelu (tanh form) or relu"),
-    F(init_std, CFG_FLOAT, "0.02", "[0, inf)", 0, "std of the initial weights (residual projections get /sqrt(2 n_layer))"),
+    F(init_std, CFG_FLOAT, "0.02", "[0, 100]", 0, "std of the initial weights (residual projections get /sqrt(2 n_layer))"),
     F(dropout_embd, CFG_FLOAT, "0", "[0, 1)", 0, "dropout on the embeddings"),
     F(dropout_attn, CFG_FLOAT, "0", "[0, 1)", 0, "dropout on the attention block's output"),
     F(dropout_hidden, CFG_FLOAT, "0", "[0, 1)", 0, "dropout on the MLP hidden activations"),
@@ -100,36 +101,38 @@ static const ConfigField CONFIG_FIELDS[] = {
     F(vocab, CFG_STRING, "data/tinyshakespeare/vocab.txt", NULL, 0,
       "vocabulary file, for the vocabulary size and decoding samples"),
     F(sampling, CFG_STRING, "random", "random|sequential", 0, "training batches: random (seeded) or sequential"),
-    F(batch_size, CFG_INT, "12", "[1, inf)", 0, "samples per micro-batch (B)"),
-    F(grad_accum, CFG_INT, "1", "[1, inf)", 0, "micro-batches per update"),
+    F(batch_size, CFG_INT, "12", "[1, 1048576]", 0, "samples per micro-batch (B)"),
+    F(grad_accum, CFG_INT, "1", "[1, 1048576]", 0, "micro-batches per update"),
     F(steps, CFG_INT, "2000", "[0, inf)", 0, "optimizer updates"),
     F(schedule, CFG_STRING, "cosine", "cosine|inverse_sqrt|constant", 0, "learning rate schedule"),
-    F(lr, CFG_FLOAT, "1e-3", "[0, inf)", 0, "peak learning rate"),
-    F(min_lr, CFG_FLOAT, "1e-4", "[0, inf)", 0, "final learning rate of the cosine schedule"),
-    F(warmup_init_lr, CFG_FLOAT, "0", "[0, inf)", 0, "learning rate at step 0 of inverse_sqrt's warmup"),
+    F(lr, CFG_FLOAT, "1e-3", "[0, 1e6]", 0, "peak learning rate"),
+    F(min_lr, CFG_FLOAT, "1e-4", "[0, 1e6]", 0, "final learning rate of the cosine schedule"),
+    F(warmup_init_lr, CFG_FLOAT, "0", "[0, 1e6]", 0, "learning rate at step 0 of inverse_sqrt's warmup"),
     F(warmup_steps, CFG_INT, "100", "[0, inf)", 0, "warmup updates"),
     F(beta1, CFG_FLOAT, "0.9", "[0, 1)", 0, "AdamW beta1"),
     F(beta2, CFG_FLOAT, "0.99", "[0, 1)", 0, "AdamW beta2"),
-    F(adam_eps, CFG_FLOAT, "1e-8", "(0, inf)", 0, "AdamW epsilon"),
-    F(weight_decay, CFG_FLOAT, "0.1", "[0, inf)", 0, "AdamW weight decay on weight matrices"),
+    F(adam_eps, CFG_FLOAT, "1e-8", "(0, 1]", 0, "AdamW epsilon"),
+    F(weight_decay, CFG_FLOAT, "0.1", "[0, 1e6]", 0, "AdamW weight decay on weight matrices"),
     F(decay_embeddings, CFG_BOOL, "true", NULL, 0, "also decay the embeddings (nanoGPT does)"),
-    F(grad_clip, CFG_FLOAT, "1.0", "[0, inf)", 0, "clip the global gradient norm to this (0: off)"),
+    F(grad_clip, CFG_FLOAT, "1.0", "[0, 1e30]", 0, "clip the global gradient norm to this (0: off)"),
     F(seed, CFG_INT, "1337", NULL, 0, "random seed: initialisation, batches, dropout, sampling"),
     F(eval_interval, CFG_INT, "250", "[0, inf)", 0,
       "evaluate every this many updates and at the end (0: only at the end)"),
-    F(eval_batches, CFG_INT, "0", "[0, inf)", 0, "validation batches per evaluation (0: the whole shard)"),
+    F(eval_batches, CFG_INT, "0", "[0, inf)", 0,
+      "validation batches per evaluation during training (0: the whole shard; mode eval scores it all)"),
     F(context_window, CFG_INT, "0", "[0, inf)", 0,
       "evaluation windows overlap by this many tokens of context (fairseq), below context"),
-    F(log_file, CFG_STRING, "log/gpt_shakespeare_{attention}.jsonl", NULL, 0,
-      "JSON-lines log ({attention} is replaced; empty: none)"),
-    F(checkpoint, CFG_STRING, "log/gpt_shakespeare_{attention}.bin", NULL, 0,
-      "checkpoint path ({attention}, {step} are replaced; empty: none)"),
+    F(log_file, CFG_STRING, "log/gpt_{data}_{attention}.jsonl", NULL, 0,
+      "JSON-lines log ({data}: train_data's folder, {attention} are replaced; empty: none)"),
+    F(checkpoint, CFG_STRING, "log/gpt_{data}_{attention}.bin", NULL, 0,
+      "checkpoint path ({data}, {attention}, {step} are replaced; empty: none)"),
     F(checkpoint_interval, CFG_INT, "0", "[0, inf)", 0, "save every this many updates (0: only at the end)"),
     F(log_interval, CFG_INT, "1", "[1, inf)", 0, "print progress every this many updates"),
     F(sample_tokens, CFG_INT, "500", "[0, inf)", 0, "tokens to generate after training (0: none)"),
     F(top_k, CFG_INT, "200", "[0, inf)", 0, "sample among the k most likely tokens (0: all)"),
-    F(temperature, CFG_FLOAT, "0.8", "(0, inf)", 0, "sampling temperature"),
+    F(temperature, CFG_FLOAT, "0.8", "(0, 1e6]", 0, "sampling temperature"),
     F(prompt, CFG_STRING, "", NULL, 0, "text that generation continues (empty: a line break)"),
+    F(memory_limit, CFG_FLOAT, "0", "[0, 1e6]", 0, "GiB a run may take (0: the machine's memory)"),
 };
 #undef F
 static const ConfigSchema CONFIG_SCHEMA = {CONFIG_FIELDS, sizeof(CONFIG_FIELDS) / sizeof(CONFIG_FIELDS[0])};
@@ -225,7 +228,8 @@ typedef struct {
 // biases 0, LayerNorm gains 1. With embedding scaling the token embedding is
 // N(0, C^-1/2), fairseq's choice, so that the scaled embedding has unit scale.
 // AdamW decays the weight matrices, the embeddings only if asked.
-static void gpt_build(GPT* m, const GPTConfig* c) {
+// Describes the tensors; gpt_build allocates them.
+static void gpt_layout(GPT* m, const GPTConfig* c) {
     memset(m, 0, sizeof(*m));
     m->config = *c;
     if (c->V < 2) fail("the vocabulary needs at least 2 tokens, got %d", c->V);
@@ -253,7 +257,11 @@ static void gpt_build(GPT* m, const GPTConfig* c) {
     PARAM(P, "lnfw", &p->lnfw, &g->lnfw, INIT_ONE, 0, 0, C);
     PARAM(P, "lnfb", &p->lnfb, &g->lnfb, INIT_ZERO, 0, 0, C);
     PARAM(P, "lm_head", &p->lm_head, &g->lm_head, INIT_NORMAL, std, 1, c->tied ? 0 : V, C);
-    params_allocate(P);
+}
+
+static void gpt_build(GPT* m, const GPTConfig* c) {
+    gpt_layout(m, c);
+    params_allocate(&m->params);
     if (!c->learned_pos) {
         m->pos_table = (real*)malloc_check((size_t)c->maxT * c->C * sizeof(real));
         sinusoid_table(m->pos_table, c->maxT, c->C);
@@ -325,6 +333,16 @@ static void gpt_allocate(GPT* m, int B, int T) {
     m->targets = (int*)malloc_check((size_t)B * T * sizeof(int));
     m->batch_size = B;
     m->seq_len = T;
+}
+
+// Bytes a run at batches of B x T needs: parameters, gradients, AdamW's moments,
+// activations and their gradients.
+static double gpt_memory(const GPTConfig* c, int B, int T) {
+    GPT m;
+    gpt_layout(&m, c);
+    double reals = 4.0 * m.params.count + (double)gpt_carve(&m, NULL, B, T) + (double)c->maxT * c->C;
+    params_free(&m.params);
+    return reals * sizeof(real);
 }
 
 // Key of dropout site `site` (0: embeddings; 1 + 3l + {0,1,2}: layer l's
@@ -628,18 +646,21 @@ static void generate(const GPT* m, const Vocab* vocab, const char* vocab_path, c
 // Evaluation
 
 typedef struct {
-    double loss;  // mean loss per scored token
-    long tokens;  // tokens scored
+    double loss;       // mean loss per scored token
+    long tokens;       // tokens scored
+    double* pos_loss;  // (T) mean loss of the tokens scored at each position of their window
+    long* pos_tokens;  // (T) how many
     double seconds;
 } EvalResult;
 
 // The mean loss over the stream in the windows of utils/token_loader.h's
 // EvalWindows (T tokens advancing by T - W), each token scored once; stops after
-// max_batches batches if > 0.
+// max_batches batches if > 0. Free the result with eval_result_free.
 static EvalResult evaluate(GPT* m, const TokenData* d, int B, int T, int W, int max_batches,
                            int* inputs, int* targets) {
     double t0 = omp_get_wtime();
-    EvalResult r = {0, 0, 0};
+    EvalResult r = {0, 0, (double*)calloc_check((size_t)T, sizeof(double)),
+                    (long*)calloc_check((size_t)T, sizeof(long)), 0};
     if (d->n < T + 1) fail("validation data has %ld tokens, fewer than context + 1 = %d", d->n, T + 1);
     EvalWindows windows = {0, 0};
     double sum = 0;
@@ -651,13 +672,21 @@ static EvalResult evaluate(GPT* m, const TokenData* d, int B, int T, int W, int 
         for (int i = 0; i < b * T; i++) {
             if (targets[i] < 0) continue;
             sum += m->acts.losses[i];
+            r.pos_loss[i % T] += m->acts.losses[i];
+            r.pos_tokens[i % T]++;
             r.tokens++;
         }
     }
     m->training = saved;
     r.loss = r.tokens > 0 ? sum / r.tokens : 0;
+    for (int t = 0; t < T; t++) r.pos_loss[t] = r.pos_tokens[t] > 0 ? r.pos_loss[t] / r.pos_tokens[t] : 0;
     r.seconds = omp_get_wtime() - t0;
     return r;
+}
+
+static void eval_result_free(EvalResult* r) {
+    free(r->pos_loss);
+    free(r->pos_tokens);
 }
 
 // ----------------------------------------------------------------------------
@@ -699,12 +728,35 @@ static void usage(void) {
     attention_print_kinds();
 }
 
-static void log_eval(Logger* log, long step, EvalResult r) {
+// Prints and logs an evaluation after update `step` (and frees it); stops when the
+// loss is not finite. by_position: also the loss by position in the window.
+static void log_eval(Logger* log, long step, EvalResult r, int by_position, int T) {
+    if (!isfinite(r.loss)) fail("step %ld: the validation loss is not finite (the run diverged)", step);
     printf("step %ld | val loss %.4f | ppl %.2f | %ld tokens | %.1f s\n", step, r.loss, exp(r.loss), r.tokens,
            r.seconds);
-    logger_printf(log, "{\"step\":%ld,\"val_loss\":%.9g,\"val_ppl\":%.9g,\"val_tokens\":%ld,\"seconds\":%.3f}",
-                  step, r.loss, exp(r.loss), r.tokens, r.seconds);
+    char positions[64] = "";
+    if (by_position) {
+        // eight buckets of positions, each the mean over the tokens scored there
+        printf("val loss by position in the window:");
+        for (int k = 0; k < 8 && k < T; k++) {
+            int t0 = k * T / 8, t1 = (k + 1) * T / 8 > t0 + 1 ? (k + 1) * T / 8 : t0 + 1;
+            double sum = 0;
+            long n = 0;
+            for (int t = t0; t < t1 && t < T; t++) { sum += r.pos_loss[t] * r.pos_tokens[t]; n += r.pos_tokens[t]; }
+            if (n > 0) printf(" %d-%d %.4f |", t0, t1 - 1, sum / n);
+        }
+        printf("\n");
+        snprintf(positions, sizeof positions, ",\"val_loss_by_position\":[");
+    }
+    logger_printf_raw(log, "{\"step\":%ld,\"val_loss\":%.9g,\"val_ppl\":%.9g,\"val_tokens\":%ld,\"seconds\":%.3f%s",
+                  step, r.loss, exp(r.loss), r.tokens, r.seconds, positions);
+    if (by_position) {
+        for (int t = 0; t < T; t++) logger_printf_raw(log, "%s%.6g", t ? "," : "", r.pos_loss[t]);
+        logger_printf_raw(log, "]");
+    }
+    logger_printf_raw(log, "}\n");
     fflush(stdout);
+    eval_result_free(&r);
 }
 
 int main(int argc, char** argv) {
@@ -725,24 +777,28 @@ int main(int argc, char** argv) {
         fail("%s: the vocabulary has %ld tokens, more than vocab_size %d", cfg.vocab, vocab.size, cfg.vocab_size);
     run_check_fixed(&run);
     GPTConfig mc = model_config(&cfg);
+    int B = cfg.batch_size, T = cfg.context;
 
-    // data first, so that bad input stops the run before anything is written
+    // every input is checked before anything is written
     TokenData train_data = {NULL, 0}, val_data = {NULL, 0};
     if (train) {
         train_data = load_tokens(cfg.train_data, cfg.vocab_size, "train_data");
-        if (train_data.n < cfg.context + 1)
-            fail("%s: %ld tokens, fewer than context + 1 = %d", cfg.train_data, train_data.n, cfg.context + 1);
+        if (train_data.n < T + 1)
+            fail("%s: %ld tokens, fewer than context + 1 = %d", cfg.train_data, train_data.n, T + 1);
     }
-    if (cfg.val_data[0] && strcmp(cfg.mode, "sample") != 0)
+    if (cfg.val_data[0] && strcmp(cfg.mode, "sample") != 0) {
         val_data = load_tokens(cfg.val_data, cfg.vocab_size, "val_data");
+        if (val_data.n < T + 1)
+            fail("%s: %ld tokens, fewer than context + 1 = %d", cfg.val_data, val_data.n, T + 1);
+    }
     if (eval_only && val_data.n == 0) fail("configuration: mode eval needs val_data");
+    if (train || eval_only) run_check_memory(gpt_memory(&mc, B, T), cfg.memory_limit);
 
     GPT model;
     gpt_build(&model, &mc);
     Rng rng = rng_make((uint64_t)cfg.seed);
     long step = 0, data_pos = 0;
     if (!run_restore(&run, &model.params, &step, &data_pos, &rng)) gpt_init(&model, &rng);
-    int B = cfg.batch_size, T = cfg.context;
     if (train || eval_only) gpt_allocate(&model, B, T);
     printf("model: %d layers, %d heads, %d channels, MLP %d, context %d, vocabulary %d, %s attention "
            "(clamp %g), %s positions | %ld parameters | %d threads\n",
@@ -751,14 +807,13 @@ int main(int argc, char** argv) {
     int* inputs = (int*)malloc_check((size_t)B * T * sizeof(int));
     int* targets = (int*)malloc_check((size_t)B * T * sizeof(int));
 
-    char log_path[CONFIG_STR];
-    expand_path(log_path, sizeof log_path, cfg.log_file, cfg.attention, step);
-    // sampling only prints; a resumed run appends to its log
-    run_open_log(&run, train || eval_only ? log_path : "", run.resume_path != NULL && train);
+    // training logs; evaluation writes one only when asked for; sampling only prints
+    run_outputs(&run, cfg.log_file, cfg.checkpoint, cfg.checkpoint_interval, cfg.attention, cfg.train_data);
+    run_open_log(&run, train || (eval_only && run_given(&run, "log_file")), run.resume_path != NULL && train);
 
+    // evaluation mode scores the whole shard, whatever eval_batches the training used
     if (eval_only)
-        log_eval(&run.log, step, evaluate(&model, &val_data, B, T, cfg.context_window, cfg.eval_batches, inputs,
-                                          targets));
+        log_eval(&run.log, step, evaluate(&model, &val_data, B, T, cfg.context_window, 0, inputs, targets), 1, T);
     if (train) {
         printf("training: %ld tokens, %ld validation tokens | %d x %d tokens x %d micro-batches per update | "
                "%s batches | %s schedule\n", train_data.n, val_data.n, B, T, cfg.grad_accum, cfg.sampling,
@@ -772,8 +827,8 @@ int main(int argc, char** argv) {
         for (; step < cfg.steps; step++) {
             if (cfg.eval_interval > 0 && step % cfg.eval_interval == 0 && val_data.n > 0) {
                 EvalResult r = evaluate(&model, &val_data, B, T, cfg.context_window, cfg.eval_batches, inputs, targets);
-                log_eval(&run.log, step, r);
                 prog.eval_seconds = r.seconds;
+                log_eval(&run.log, step, r, 0, T);
             }
             progress_begin(&prog);
             double lr = schedule_lr(&sched, step);
@@ -789,15 +844,13 @@ int main(int argc, char** argv) {
             model.training = 0;
             double norm = adamw_step(&model.params, &opt, lr, loss, step + 1);
             progress_end(&prog, &run.log, step + 1, loss, lr, norm, -1);
-            if (cfg.checkpoint[0] && cfg.checkpoint_interval > 0 && (step + 1) % cfg.checkpoint_interval == 0 &&
-                step + 1 < cfg.steps)
-                run_save(&run, cfg.checkpoint, cfg.attention, &model.params, step + 1, data_pos, &rng);
+            run_save_due(&run, &model.params, step + 1, cfg.steps, data_pos, &rng);
         }
         progress_finish(&prog);
         if (val_data.n > 0)
             log_eval(&run.log, step, evaluate(&model, &val_data, B, T, cfg.context_window, cfg.eval_batches,
-                                              inputs, targets));
-        if (cfg.checkpoint[0]) run_save(&run, cfg.checkpoint, cfg.attention, &model.params, step, data_pos, &rng);
+                                              inputs, targets), 0, T);
+        run_save(&run, &model.params, step, data_pos, &rng);
     }
     if (cfg.sample_tokens > 0 && !eval_only) {
         if (vocab.size == 0) fail("configuration: sampling needs a vocabulary file (vocab)");

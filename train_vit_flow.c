@@ -85,58 +85,60 @@ typedef struct {
     int eval_interval, eval_images;
     char log_file[CONFIG_STR], checkpoint[CONFIG_STR];
     int checkpoint_interval, log_interval;
+    double memory_limit;
 } Config;
 
 #define F(name, type, value, allowed, fixed, help) {#name, type, offsetof(Config, name), value, allowed, fixed, help}
 static const ConfigField CONFIG_FIELDS[] = {
     F(mode, CFG_STRING, "train", "train|eval", 0, "train or eval (top-1/top-5 of val_data; with --resume)"),
-    F(image_size, CFG_INT, "28", "[1, inf)", 1, "side of the square images the model sees (crops of the shards' images)"),
+    F(image_size, CFG_INT, "28", "[1, 8192]", 1, "side of the square images the model sees (crops of the shards' images)"),
     F(channels, CFG_INT, "1", "[1, 4]", 1, "image channels (1 grey, 3 RGB)"),
-    F(num_classes, CFG_INT, "0", "[0, inf)", 1, "classes; 0 takes the training shards'"),
-    F(patch_size, CFG_INT, "7", "[1, inf)", 1, "side of the patches of the patch embedding"),
+    F(num_classes, CFG_INT, "0", "[0, 1048576]", 1, "classes; 0 takes the training shards'"),
+    F(patch_size, CFG_INT, "7", "[1, 1024]", 1, "side of the patches of the patch embedding"),
     F(dims, CFG_STRING, "128", NULL, 1, "channels of each stage, comma-separated (one stage: a plain ViT)"),
     F(depths, CFG_STRING, "6", NULL, 1, "blocks of each stage"),
     F(heads, CFG_STRING, "4", NULL, 1, "attention heads of each stage"),
-    F(mlp_ratio, CFG_FLOAT, "3", "(0, inf)", 1, "MLP hidden size over channels"),
+    F(mlp_ratio, CFG_FLOAT, "3", "(0, 64]", 1, "MLP hidden size over channels"),
     F(attention, CFG_STRING, "flow", NULL, 1, "attention kind (listed below)"),
     F(clamp, CFG_FLOAT, "1.0", "(0, 40]", 1, "Flow-Attention conservation clamp bound"),
     F(pooling, CFG_STRING, "mean", "cls|mean", 1, "cls (class token, one stage only) or mean (average of the tokens)"),
-    F(layerscale, CFG_FLOAT, "0", "[0, inf)", 1, "initial LayerScale gain on the MLP branch (0: no LayerScale)"),
+    F(layerscale, CFG_FLOAT, "0", "[0, 1e6]", 1, "initial LayerScale gain on the MLP branch (0: no LayerScale)"),
     F(layerscale_attn, CFG_BOOL, "false", NULL, 1, "LayerScale on the attention branch too"),
-    F(ln_eps, CFG_FLOAT, "1e-5", "(0, inf)", 1, "LayerNorm epsilon (1e-5 as PyTorch; the authors' hierarchical model 1e-6)"),
-    F(init_std, CFG_FLOAT, "0.02", "[0, inf)", 0, "std of the initial weights, position embedding and class token"),
+    F(ln_eps, CFG_FLOAT, "1e-5", "(0, 1]", 1, "LayerNorm epsilon (1e-5 as PyTorch; the authors' hierarchical model 1e-6)"),
+    F(init_std, CFG_FLOAT, "0.02", "[0, 100]", 0, "std of the initial weights, position embedding and class token"),
     F(dropout, CFG_FLOAT, "0", "[0, 1)", 0, "dropout on the MLP hidden activations and on both branches' outputs"),
     F(drop_path, CFG_FLOAT, "0", "[0, 1)", 0, "stochastic depth of the last block (rising linearly from 0 at the first)"),
     F(train_data, CFG_STRING, "data/fashion-mnist/train_*.bin", NULL, 0, "training image shards (a glob pattern)"),
     F(val_data, CFG_STRING, "data/fashion-mnist/test_*.bin", NULL, 0, "validation image shards (a glob pattern; empty: none)"),
     F(mean, CFG_STRING, "0.2860", NULL, 0, "per-channel mean in [0,1], comma-separated (empty: measured on train_data)"),
     F(std, CFG_STRING, "0.3530", NULL, 0, "per-channel std in [0,1], comma-separated (empty: measured on train_data)"),
-    F(pad, CFG_INT, "0", "[0, inf)", 0, "zero padding around the image before random crops"),
+    F(pad, CFG_INT, "0", "[0, 1024]", 0, "zero padding around the image before random crops"),
     F(flip, CFG_BOOL, "false", NULL, 0, "random horizontal flips"),
     F(label_smoothing, CFG_FLOAT, "0.1", "[0, 1)", 0, "label smoothing"),
-    F(mixup, CFG_FLOAT, "0", "[0, inf)", 0, "mixup Beta(a,a) parameter (0: off)"),
-    F(cutmix, CFG_FLOAT, "0", "[0, inf)", 0, "cutmix Beta(a,a) parameter (0: off; with mixup, one of the two per batch)"),
-    F(batch_size, CFG_INT, "32", "[1, inf)", 0, "images per micro-batch (B)"),
-    F(grad_accum, CFG_INT, "1", "[1, inf)", 0, "micro-batches per update"),
-    F(epochs, CFG_INT, "12", "[0, inf)", 0, "passes over the training images"),
+    F(mixup, CFG_FLOAT, "0", "[0, 1e6]", 0, "mixup Beta(a,a) parameter (0: off)"),
+    F(cutmix, CFG_FLOAT, "0", "[0, 1e6]", 0, "cutmix Beta(a,a) parameter (0: off; with mixup, one of the two per batch)"),
+    F(batch_size, CFG_INT, "32", "[1, 1048576]", 0, "images per micro-batch (B)"),
+    F(grad_accum, CFG_INT, "1", "[1, 1048576]", 0, "micro-batches per update"),
+    F(epochs, CFG_INT, "12", "[0, 1000000]", 0, "passes over the training images"),
     F(steps, CFG_INT, "0", "[0, inf)", 0, "optimizer updates (0: epochs x updates per epoch)"),
-    F(lr, CFG_FLOAT, "1e-3", "[0, inf)", 0, "peak learning rate"),
-    F(min_lr, CFG_FLOAT, "1e-5", "[0, inf)", 0, "final learning rate of the cosine schedule"),
-    F(warmup_epochs, CFG_FLOAT, "0.3", "[0, inf)", 0, "linear warmup, in epochs"),
+    F(lr, CFG_FLOAT, "1e-3", "[0, 1e6]", 0, "peak learning rate"),
+    F(min_lr, CFG_FLOAT, "1e-5", "[0, 1e6]", 0, "final learning rate of the cosine schedule"),
+    F(warmup_epochs, CFG_FLOAT, "0.3", "[0, 1e6]", 0, "linear warmup, in epochs"),
     F(beta1, CFG_FLOAT, "0.9", "[0, 1)", 0, "AdamW beta1"),
     F(beta2, CFG_FLOAT, "0.999", "[0, 1)", 0, "AdamW beta2"),
-    F(adam_eps, CFG_FLOAT, "1e-8", "(0, inf)", 0, "AdamW epsilon"),
-    F(weight_decay, CFG_FLOAT, "0.05", "[0, inf)", 0, "AdamW weight decay on weight matrices"),
-    F(grad_clip, CFG_FLOAT, "1.0", "[0, inf)", 0, "clip the global gradient norm to this (0: off)"),
+    F(adam_eps, CFG_FLOAT, "1e-8", "(0, 1]", 0, "AdamW epsilon"),
+    F(weight_decay, CFG_FLOAT, "0.05", "[0, 1e6]", 0, "AdamW weight decay on weight matrices"),
+    F(grad_clip, CFG_FLOAT, "1.0", "[0, 1e30]", 0, "clip the global gradient norm to this (0: off)"),
     F(seed, CFG_INT, "1337", NULL, 0, "random seed: initialisation, shuffling, augmentation, dropout"),
     F(eval_interval, CFG_INT, "0", "[0, inf)", 0, "evaluate every this many updates (0: after every epoch) and at the end"),
-    F(eval_images, CFG_INT, "0", "[0, inf)", 0, "validation images per evaluation (0: all)"),
-    F(log_file, CFG_STRING, "log/vit_fashion_mnist_{attention}.jsonl", NULL, 0,
-      "JSON-lines log ({attention} is replaced; empty: none)"),
-    F(checkpoint, CFG_STRING, "log/vit_fashion_mnist_{attention}.bin", NULL, 0,
-      "checkpoint path ({attention}, {step} are replaced; empty: none)"),
+    F(eval_images, CFG_INT, "0", "[0, inf)", 0, "validation images per evaluation during training (0: all)"),
+    F(log_file, CFG_STRING, "log/vit_{data}_{attention}.jsonl", NULL, 0,
+      "JSON-lines log ({data}: train_data's folder, {attention} are replaced; empty: none)"),
+    F(checkpoint, CFG_STRING, "log/vit_{data}_{attention}.bin", NULL, 0,
+      "checkpoint path ({data}, {attention}, {step} are replaced; empty: none)"),
     F(checkpoint_interval, CFG_INT, "0", "[0, inf)", 0, "save every this many updates (0: only at the end)"),
     F(log_interval, CFG_INT, "200", "[1, inf)", 0, "print progress every this many updates"),
+    F(memory_limit, CFG_FLOAT, "0", "[0, 1e6]", 0, "GiB a run may take (0: the machine's memory)"),
 };
 #undef F
 static const ConfigSchema CONFIG_SCHEMA = {CONFIG_FIELDS, sizeof(CONFIG_FIELDS) / sizeof(CONFIG_FIELDS[0])};
@@ -223,7 +225,8 @@ typedef struct {
 // position embedding and class token N(0, std), biases 0, LayerNorm gains 1,
 // LayerScale gains at their configured value. AdamW decays the weight matrices;
 // biases, norms, LayerScale, positions and the class token not (DeiT).
-static void vit_build(ViT* m, const ViTConfig* c) {
+// Describes the tensors; vit_build allocates them.
+static void vit_layout(ViT* m, const ViTConfig* c) {
     memset(m, 0, sizeof(*m));
     m->config = *c;
     if (c->nstages < 1 || c->nstages > MAX_STAGES) fail("the model needs 1 to %d stages, got %d", MAX_STAGES, c->nstages);
@@ -283,7 +286,11 @@ static void vit_build(ViT* m, const ViTConfig* c) {
     PARAM(P, "lnfb", &p->lnfb, &g->lnfb, INIT_ZERO, 0, 0, Cl);
     PARAM(P, "headw", &p->headw, &g->headw, INIT_NORMAL, std, 1, c->K, Cl);
     PARAM(P, "headb", &p->headb, &g->headb, INIT_ZERO, 0, 0, c->K);
-    params_allocate(P);
+}
+
+static void vit_build(ViT* m, const ViTConfig* c) {
+    vit_layout(m, c);
+    params_allocate(&m->params);
 }
 
 static void vit_init(ViT* m, Rng* rng) { params_init(&m->params, rng); }
@@ -382,6 +389,16 @@ static void vit_allocate(ViT* m, int B) {
     m->acts_memory = (real*)malloc_check(total * sizeof(real));
     vit_carve(m, m->acts_memory, B);
     m->batch_size = B;
+}
+
+// Bytes a run at batches of B images needs: parameters, gradients, AdamW's
+// moments, activations and their gradients.
+static double vit_memory(const ViTConfig* c, int B) {
+    ViT m;
+    vit_layout(&m, c);
+    double reals = 4.0 * m.params.count + (double)vit_carve(&m, NULL, B);
+    params_free(&m.params);
+    return reals * sizeof(real);
 }
 
 // Key of dropout site `site` (block l: 5l + {0: attention output, 1: MLP hidden,
@@ -587,7 +604,9 @@ static EvalResult evaluate(ViT* m, ImageLoader* d, int B, long max_images, real*
         for (int j = 0; j < b; j++) {
             const real* lg = m->logits + (long)j * c->K;
             int rank = 0;
+            // a label whose logit is not a number ranks last (NaN compares false)
             for (int k = 0; k < c->K; k++) rank += lg[k] > lg[d->labels[j]];
+            if (!isfinite(lg[d->labels[j]])) rank = c->K;
             r.top1 += rank == 0;
             r.top5 += rank < 5;
         }
@@ -649,7 +668,9 @@ static void usage(void) {
     attention_print_kinds();
 }
 
+// Prints and logs an evaluation after update `step`; stops when the loss is not finite.
 static void log_eval(Logger* log, long step, double epoch, EvalResult r) {
+    if (!isfinite(r.loss)) fail("step %ld: the validation loss is not finite (the run diverged)", step);
     printf("step %ld | epoch %.2f | val loss %.4f | top-1 %.2f%% | top-5 %.2f%% | %ld images | %.1f s\n",
            step, epoch, r.loss, r.top1, r.top5, r.images, r.seconds);
     logger_printf(log, "{\"step\":%ld,\"epoch\":%.4f,\"val_loss\":%.9g,\"top1\":%.4f,\"top5\":%.4f,"
@@ -702,10 +723,17 @@ static void visualize(ViT* m, const char* in_path, const char* out_path, const r
         alo = fmin(alo, alloc);
         ahi = fmax(ahi, alloc);
     }
-    heatmap_write_png(out_path, rgb, S, heat, side);
-    printf("wrote %s: flow sent by each of the %dx%d patches in block %d (share C_j from %.3f to %.3f; "
-           "the allocation A_i of the receiving patches ranges from %.3f to %.3f)\n", out_path, side, side, l + 1,
-           lo, hi, alo, ahi);
+    // the predicted class and its probability
+    int best = 0;
+    double z = 0;
+    for (int k = 0; k < c->K; k++) if (m->logits[k] > m->logits[best]) best = k;
+    for (int k = 0; k < c->K; k++) z += exp((double)m->logits[k] - m->logits[best]);
+    char caption[64];
+    snprintf(caption, sizeof caption, "class %d, p %.2f", best, 1 / z);
+    heatmap_write_png(out_path, rgb, S, heat, side, caption, "flow sent");
+    printf("wrote %s: predicted class %d (p %.2f); flow sent by each of the %dx%d patches in block %d (share C_j "
+           "from %.3f to %.3f; the allocation A_i of the receiving patches ranges from %.3f to %.3f)\n", out_path,
+           best, 1 / z, side, side, l + 1, lo, hi, alo, ahi);
     free(image);
     free(px);
     free(rgb);
@@ -761,6 +789,7 @@ int main(int argc, char** argv) {
         if (!(std[k] > 0)) fail("configuration: std must be positive, got \"%s\"", cfg.std);
     }
 
+    if (vis_path == NULL) run_check_memory(vit_memory(&mc, B), cfg.memory_limit);
     ViT model;
     vit_build(&model, &mc);
     Rng rng = rng_make((uint64_t)cfg.seed);
@@ -782,15 +811,15 @@ int main(int argc, char** argv) {
     printf(" | activations %.1f MB per image | %d threads\n",
            (double)model.acts_size * sizeof(real) / B / 1e6, omp_get_max_threads());
 
-    char log_path[CONFIG_STR];
-    expand_path(log_path, sizeof log_path, cfg.log_file, cfg.attention, step);
-    run_open_log(&run, log_path, run.resume_path != NULL && train);
+    // training logs; evaluation writes one only when asked for
+    run_outputs(&run, cfg.log_file, cfg.checkpoint, cfg.checkpoint_interval, cfg.attention, cfg.train_data);
+    run_open_log(&run, train || run_given(&run, "log_file"), run.resume_path != NULL && train);
     real* images = (real*)malloc_check((size_t)B * mc.S * mc.S * mc.Cin * sizeof(real));
     real* targets = (real*)malloc_check((size_t)B * mc.K * sizeof(real));
     real* mix_copy = (real*)malloc_check(((size_t)B * mc.S * mc.S * mc.Cin + (size_t)B * mc.K) * sizeof(real));
 
-    if (eval_only)
-        log_eval(&run.log, step, 0, evaluate(&model, &val_data, B, cfg.eval_images, images, targets, mean, std));
+    // evaluation mode scores every image, whatever eval_images the training used
+    if (eval_only) log_eval(&run.log, step, 0, evaluate(&model, &val_data, B, 0, images, targets, mean, std));
     if (train) {
         long n = train_data.set.count, per_update = (long)B * cfg.grad_accum;
         long per_epoch = n / per_update > 0 ? n / per_update : 1;
@@ -836,15 +865,13 @@ int main(int argc, char** argv) {
                 prog.eval_seconds = r.seconds;
                 evaluated = 1;
             }
-            if (cfg.checkpoint[0] && cfg.checkpoint_interval > 0 && (step + 1) % cfg.checkpoint_interval == 0 &&
-                step + 1 < total)
-                run_save(&run, cfg.checkpoint, cfg.attention, &model.params, step + 1, data_pos, &rng);
+            run_save_due(&run, &model.params, step + 1, total, data_pos, &rng);
         }
         progress_finish(&prog);
         if (have_val && !evaluated)
             log_eval(&run.log, step, (double)data_pos / n,
                      evaluate(&model, &val_data, B, cfg.eval_images, images, targets, mean, std));
-        if (cfg.checkpoint[0]) run_save(&run, cfg.checkpoint, cfg.attention, &model.params, step, data_pos, &rng);
+        run_save(&run, &model.params, step, data_pos, &rng);
     }
     run_free(&run);
     free(images);

@@ -36,6 +36,16 @@ static void logger_printf(Logger* log, const char* fmt, ...) {
     va_end(ap);
 }
 
+// Writes text as it is, for a line written in parts (the last part ends it with "\n").
+static void logger_printf_raw(Logger* log, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logger_printf_raw(Logger* log, const char* fmt, ...) {
+    if (log->f == NULL) return;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vfprintf(log->f, fmt, ap) < 0 || fflush(log->f) != 0) fail("%s: write failed: %s", log->path, strerror(errno));
+    va_end(ap);
+}
+
 static void logger_close(Logger* log) {
     if (log->f != NULL) fclose_check(log->f, log->path);
     log->f = NULL;

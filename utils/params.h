@@ -101,6 +101,14 @@ static void params_init(Parameters* P, Rng* rng) {
     }
 }
 
+// Whether every parameter is a finite number (a diverged run's are not).
+static int params_finite(const Parameters* P) {
+    int finite = 1;
+#pragma omp parallel for reduction(&&:finite)
+    for (long i = 0; i < P->count; i++) finite = finite && isfinite(P->params[i]);
+    return finite;
+}
+
 static void params_zero_grad(Parameters* P) {
     memset(P->grads, 0, (size_t)P->count * sizeof(real));
 }

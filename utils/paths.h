@@ -33,17 +33,20 @@ static void rename_check(const char* from, const char* to) {
     if (rename(from, to) != 0) fail("cannot rename %s to %s: %s", from, to, strerror(errno));
 }
 
-// out (cap bytes) = pattern with "{attention}" and "{step}" replaced, as the
-// trainers name their logs and checkpoints.
-static void expand_path(char* out, size_t cap, const char* pattern, const char* attention, long step) {
+// out (cap bytes) = pattern with "{attention}", "{data}" and "{step}" replaced, as
+// the trainers name their logs and checkpoints.
+static void expand_path(char* out, size_t cap, const char* pattern, const char* attention, const char* data,
+                        long step) {
     char stepbuf[32];
     snprintf(stepbuf, sizeof(stepbuf), "%ld", step);
+    const char* keys[3] = {"{attention}", "{data}", "{step}"};
+    const char* values[3] = {attention, data, stepbuf};
     size_t n = 0;
     for (const char* p = pattern; *p;) {
         const char* rep = NULL;
         size_t skip = 1;
-        if (strncmp(p, "{attention}", 11) == 0) { rep = attention; skip = 11; }
-        else if (strncmp(p, "{step}", 6) == 0) { rep = stepbuf; skip = 6; }
+        for (int k = 0; k < 3; k++)
+            if (strncmp(p, keys[k], strlen(keys[k])) == 0) { rep = values[k]; skip = strlen(keys[k]); }
         size_t len = rep ? strlen(rep) : 1;
         if (n + len >= cap) fail("path too long: %s", pattern);
         memcpy(out + n, rep ? rep : p, len);

@@ -1,15 +1,19 @@
 // What every trainer's main() does around its model: the settings (defaults, then
 // the checkpoint's, then a JSON file's, then the command line's), resuming from a
-// checkpoint, saving checkpoints atomically, and the JSON-lines log.
+// checkpoint, the memory a run needs, saving checkpoints atomically, and the
+// JSON-lines log.
 //
 //   Run run;
 //   run_settings(&run, &SCHEMA, &cfg, sizeof cfg, argc, argv, usage, NULL);
 //   ... derive what the settings leave open (vocabulary size, classes) ...
 //   run_check_fixed(&run);                    the model a checkpoint holds cannot change
-//   ... build the model ...
+//   ... read the data, lay out the model ...
+//   run_check_memory(bytes, cfg.memory_limit);
+//   ... allocate the model ...
 //   if (!run_restore(&run, &params, &step, &data_pos, &rng)) init the model;
-//   run_open_log(&run, log_path, continuing);
-//   ... train, calling run_save ...
+//   run_outputs(&run, cfg.log_file, cfg.checkpoint, cfg.checkpoint_interval, cfg.attention, cfg.train_data);
+//   run_open_log(&run, continuing);
+//   ... train, calling run_save_due and run_save ...
 //   run_free(&run);
 #ifndef UTILS_RUN_H
 #define UTILS_RUN_H
@@ -17,6 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
+#include <ctype.h>
+#include <unistd.h>
 #include "utils/utils.h"
 #include "utils/config.h"
 #include "utils/checkpoint.h"
@@ -35,10 +42,17 @@ typedef struct {
     const ConfigSchema* schema;
     void* cfg;                // the trainer's settings
     void* saved;              // the checkpoint's settings (resuming only)
+    unsigned char* given;     // per field: set by --config or the command line
     const char* config_path;  // --config, or NULL
     const char* resume_path;  // --resume, or NULL
     CheckpointInfo ckpt;
     FILE* ckpt_file;          // open at the checkpoint's tensors until run_restore
+    // outputs (run_outputs)
+    const char* log_pattern;  // {attention}, {data} and {step} are replaced
+    const char* ckpt_pattern;
+    int ckpt_interval;
+    const char* attention;
+    char data_name[64];       // what {data} stands for
     Logger log;
 } Run;
 
@@ -51,6 +65,7 @@ static void run_settings(Run* run, const ConfigSchema* schema, void* cfg, size_t
     memset(run, 0, sizeof(*run));
     run->schema = schema;
     run->cfg = cfg;
+    run->given = (unsigned char*)calloc_check((size_t)schema->count, 1);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage();
@@ -68,25 +83,56 @@ static void run_settings(Run* run, const ConfigSchema* schema, void* cfg, size_t
     if (run->resume_path != NULL) {
         run->ckpt_file = checkpoint_open(run->resume_path, &run->ckpt);
         config_apply_json(schema, cfg, run->ckpt.config_json, run->resume_path);
-        run->saved = malloc_check(cfg_size);
-        memcpy(run->saved, cfg, cfg_size);
     }
+    // what the JSON file and the command line change counts as given
+    run->saved = malloc_check(cfg_size);
+    memcpy(run->saved, cfg, cfg_size);
     if (run->config_path != NULL) config_load_file(schema, cfg, run->config_path);
     for (int i = 1; i < argc; i += 2) {
         const char* name = argv[i] + 2;
         if (strcmp(name, "config") == 0 || strcmp(name, "resume") == 0) continue;
         const RunFlag* flag = flags;
         while (flag != NULL && flag->name != NULL && strcmp(flag->name, name) != 0) flag++;
-        if (flag != NULL && flag->name != NULL) *flag->value = argv[i + 1];
-        else config_set_arg(schema, cfg, name, argv[i + 1]);
+        if (flag != NULL && flag->name != NULL) {
+            *flag->value = argv[i + 1];
+            continue;
+        }
+        config_set_arg(schema, cfg, name, argv[i + 1]);
+        run->given[config_find(schema, name) - schema->fields] = 1;
+    }
+    for (int i = 0; i < schema->count; i++) {
+        char a[CONFIG_STR + 8], b[CONFIG_STR + 8];
+        config_format_value(&schema->fields[i], run->saved, a, sizeof a);
+        config_format_value(&schema->fields[i], cfg, b, sizeof b);
+        if (strcmp(a, b) != 0) run->given[i] = 1;
     }
     config_check(schema, cfg);
+}
+
+// Whether the setting called name was given by --config or on the command line.
+static int run_given(const Run* run, const char* name) {
+    const ConfigField* f = config_find(run->schema, name);
+    return f != NULL && run->given[f - run->schema->fields];
 }
 
 // Fails when the settings change a field that defines the checkpoint's model.
 // Call once the trainer has filled in what the settings leave open.
 static void run_check_fixed(const Run* run) {
     if (run->resume_path != NULL) config_check_fixed(run->schema, run->saved, run->cfg, run->resume_path);
+}
+
+// Stops before allocating when a run needs more than limit_gb GiB of memory (0:
+// the machine's physical memory), which the kernel's overcommit would only
+// notice by killing the program once the pages are touched.
+static void run_check_memory(double bytes, double limit_gb) {
+    double physical = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    double limit = limit_gb > 0 ? limit_gb * 1073741824.0 : physical;
+    printf("memory: %.2f GiB needed, limit %.2f GiB%s\n", bytes / 1073741824.0, limit / 1073741824.0,
+           limit_gb > 0 ? " (memory_limit)" : " (this machine)");
+    if (bytes > limit)
+        fail("the run needs %.2f GiB of memory, more than the %.2f GiB %s; make the model or the batch smaller, "
+             "or raise --memory_limit (GiB)", bytes / 1073741824.0, limit / 1073741824.0,
+             limit_gb > 0 ? "of memory_limit" : "this machine has");
 }
 
 // When resuming, loads the parameters and AdamW's moments and the run's position
@@ -105,9 +151,42 @@ static int run_restore(Run* run, Parameters* P, long* step, long* data_pos, Rng*
     return 1;
 }
 
-// Opens the JSON-lines log at path (empty: none) and writes the settings as its
-// first line. A run that continues a checkpoint's training appends to its log instead.
-static void run_open_log(Run* run, const char* path, int continuing) {
+// The run's outputs: the log and checkpoint paths ({attention}, {data} and {step}
+// are replaced; empty: none), a checkpoint every ckpt_interval updates (0: only
+// at the end). {data} is the folder of the training data (data/tinyshakespeare/
+// train.bin: "tinyshakespeare"), so that runs on other data do not overwrite these.
+static void run_outputs(Run* run, const char* log_pattern, const char* ckpt_pattern, int ckpt_interval,
+                        const char* attention, const char* train_data) {
+    run->log_pattern = log_pattern;
+    run->ckpt_pattern = ckpt_pattern;
+    run->ckpt_interval = ckpt_interval;
+    run->attention = attention;
+    // the last folder of the path, else the file's name up to its extension
+    const char* end = strrchr(train_data, '/');
+    const char* start = train_data;
+    if (end != NULL && end > train_data) {
+        start = end;
+        while (start > train_data && start[-1] != '/') start--;
+    } else {
+        start = end != NULL ? end + 1 : train_data;
+        end = start + strcspn(start, ".");
+    }
+    size_t n = 0;
+    for (const char* c = start; c < end && n + 1 < sizeof run->data_name; c++)
+        run->data_name[n++] = isalnum((unsigned char)*c) || *c == '-' || *c == '_' ? *c : '_';
+    run->data_name[n] = '\0';
+}
+
+// The path of a pattern at update `step`.
+static void run_path(const Run* run, char* out, size_t cap, const char* pattern, long step) {
+    expand_path(out, cap, pattern, run->attention, run->data_name, step);
+}
+
+// Opens the log (when enabled and its path not empty) and writes the settings as
+// its first line. A run that continues a checkpoint's training appends to its log.
+static void run_open_log(Run* run, int enabled, int continuing) {
+    char path[CONFIG_STR];
+    run_path(run, path, sizeof path, enabled ? run->log_pattern : "", 0);
     run->log = logger_open(path, run->resume_path != NULL);
     if (!continuing) {
         char* json = config_to_json(run->schema, run->cfg, 0);
@@ -116,16 +195,27 @@ static void run_open_log(Run* run, const char* path, int continuing) {
     }
 }
 
-// Saves the parameters, AdamW's moments, the run's position and its settings to
-// pattern ({attention} and {step} replaced), atomically.
-static void run_save(const Run* run, const char* pattern, const char* attention, const Parameters* P, long step,
-                     long data_pos, const Rng* rng) {
+// Saves the parameters, AdamW's moments, the run's position and its settings
+// after update `step`, atomically. Parameters that are not all finite are not
+// saved: the run stops, and the last checkpoint stays the last good one.
+static void run_save(const Run* run, const Parameters* P, long step, long data_pos, const Rng* rng) {
+    if (!run->ckpt_pattern[0]) return;
     char path[CONFIG_STR];
-    expand_path(path, sizeof path, pattern, attention, step);
+    run_path(run, path, sizeof path, run->ckpt_pattern, step);
+    if (!params_finite(P))
+        fail("step %ld: the parameters are not finite (the run diverged); %s is not written", step, path);
     CheckpointInfo info = {P->count, step, data_pos, rng->state, config_to_json(run->schema, run->cfg, 0)};
     checkpoint_save(path, &info, P->params, P->m, P->v);
     free(info.config_json);
     printf("saved checkpoint %s (step %ld)\n", path, step);
+}
+
+// run_save when a checkpoint is due after update `step` of `total`: every
+// ckpt_interval updates, but not the last (the trainer saves that one at the end).
+static void run_save_due(const Run* run, const Parameters* P, long step, long total, long data_pos,
+                         const Rng* rng) {
+    if (run->ckpt_interval > 0 && step % run->ckpt_interval == 0 && step < total)
+        run_save(run, P, step, data_pos, rng);
 }
 
 static void run_free(Run* run) {
@@ -133,6 +223,7 @@ static void run_free(Run* run) {
     if (run->ckpt_file != NULL) fclose(run->ckpt_file);
     free(run->ckpt.config_json);
     free(run->saved);
+    free(run->given);
 }
 
 #endif

@@ -103,7 +103,8 @@ static long vocab_find(const Vocab* v, const char* tok, size_t len) {
 }
 
 // Token ids of text, at most max (at least one: an empty text is a line break).
-// Unknown words become <unk>; an unknown character stops with a message naming path.
+// Unknown words become <unk>, with a warning; an unknown character stops with a
+// message naming path.
 static int vocab_encode(const Vocab* v, const char* text, int* out, int max, const char* path) {
     int words = vocab_is_words(v), n = 0;
     const char* p = text[0] ? text : words ? "</s>" : "\n";
@@ -115,7 +116,10 @@ static int vocab_encode(const Vocab* v, const char* text, int* out, int max, con
             len = strcspn(p, " ");
         }
         long id = vocab_find(v, p, len);
-        if (id < 0 && words) id = vocab_find(v, "<unk>", 5);
+        if (id < 0 && words) {
+            fprintf(stderr, "warning: the prompt's word \"%.*s\" is not in %s; it becomes <unk>\n", (int)len, p, path);
+            id = vocab_find(v, "<unk>", 5);
+        }
         if (id < 0) fail("%s: the prompt's token \"%.*s\" is not in the vocabulary", path, (int)len, p);
         out[n++] = (int)id;
         p += len;
@@ -124,8 +128,13 @@ static int vocab_encode(const Vocab* v, const char* text, int* out, int max, con
     return n;
 }
 
-// Prints token id as text: a word and a space, </s> as a line break, or a character.
+// Prints token id as text: a word and a space, </s> as a line break, or a
+// character; an id past the vocabulary file (a model whose vocab_size is larger) as <id>.
 static void vocab_print_token(const Vocab* v, int id, int words) {
+    if (id < 0 || id >= v->size) {
+        printf(words ? "<%d> " : "<%d>", id);
+        return;
+    }
     const char* tok = v->tokens[id];
     if (words) {
         if (strcmp(tok, "</s>") == 0) printf("\n");

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "train_gpt_flow.c"
 #include "dev/test/testing.h"
+#include "dev/test/capture.h"
 
 // Error of a relative to the reference b: max |a - b| / max(max |b|, floor).
 static double rel_to_max(const real* a, const float* b, long n, double floor) {
@@ -200,8 +201,53 @@ static void test_context_window(int W) {
     check(r.tokens == n - 1 && context_ok && err < 1e-5,
           "context window %d: %ld of %d tokens scored once, loss %.6f vs one at a time %.6f (rel err %.1e)",
           W, r.tokens, n - 1, r.loss, brute, err);
+    // by position: the first window scores every position, later ones only from W on
+    double weighted = 0;
+    int first_window_only = 1;
+    for (int t = 0; t < T; t++) {
+        weighted += r.pos_loss[t] * r.pos_tokens[t];
+        if (t < W && r.pos_tokens[t] != 1) first_window_only = 0;
+    }
+    double e_pos = fabs(weighted / r.tokens - r.loss) / r.loss;
+    check(first_window_only && e_pos < 1e-12 && r.pos_tokens[T - 1] > 1,
+          "context window %d: loss by position adds up to the loss (rel err %.1e); positions below W scored "
+          "only in the first window", W, e_pos);
+    eval_result_free(&r);
     free(d.tokens);
     gpt_free(&m);
+}
+
+// Default outputs are named after the training data's folder, so that a run on new
+// data does not overwrite another's checkpoint.
+static void test_output_names(void) {
+    const char* data[] = {"data/tinyshakespeare/train.bin", "/tmp/x/wt103/train_*.bin", "train.bin", "a b/t.bin"};
+    const char* want[] = {"log/gpt_tinyshakespeare_flow.bin", "log/gpt_wt103_flow.bin", "log/gpt_train_flow.bin",
+                          "log/gpt_a_b_flow.bin"};
+    for (int i = 0; i < 4; i++) {
+        Run run;
+        memset(&run, 0, sizeof run);
+        run_outputs(&run, "", "log/gpt_{data}_{attention}.bin", 0, "flow", data[i]);
+        char path[256];
+        run_path(&run, path, sizeof path, run.ckpt_pattern, 7);
+        check(strcmp(path, want[i]) == 0, "output names: train_data %s gives %s (want %s)", data[i], path, want[i]);
+    }
+}
+
+// A prompt word outside a word vocabulary becomes <unk> with a warning; an id
+// past the vocabulary file prints as <id>.
+static void encode_unknown_word(void* unused) {
+    char* words[] = {"<s>", "<pad>", "</s>", "<unk>", "the", "cat"};
+    Vocab v = {6, words};
+    int ids[8];
+    int n = vocab_encode(&v, "the dog", ids, 8, "vocab.txt");
+    printf("ids %d %d %d\n", n, ids[0], ids[1]);
+    vocab_print_token(&v, 9, 1);
+}
+static void test_vocabulary_edges(void) {
+    char out[1024];
+    int status = run_captured(encode_unknown_word, NULL, out, sizeof out);
+    check(status == 0 && strstr(out, "warning") && strstr(out, "\"dog\"") && strstr(out, "ids 2 4 3") &&
+          strstr(out, "<9>"), "vocabulary: unknown prompt word warned about and mapped to <unk>, id 9 printed as <9>");
 }
 
 int main(void) {
@@ -216,5 +262,7 @@ int main(void) {
     test_context_window(0);
     test_context_window(3);
     test_context_window(7);
+    test_output_names();
+    test_vocabulary_edges();
     return testing_exit_code();
 }

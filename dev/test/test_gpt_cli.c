@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include "utils/token_shard.h"
 #include "utils/vocab.h"
+#include "utils/checkpoint.h"
 #include "dev/test/testing.h"
 #include "dev/test/capture.h"
 
@@ -86,6 +87,55 @@ static void expect_failure(const char* name, const char* args, const char* word1
     free(l);
 }
 
+// Whether every number in the checkpoint at path is finite.
+static int checkpoint_finite(const char* path) {
+    CheckpointInfo info;
+    FILE* f = checkpoint_open(path, &info);
+    real* p = (real*)malloc_check(3 * (size_t)info.num_params * sizeof(real));
+    checkpoint_read_tensors(f, path, info.num_params, p, p + info.num_params, p + 2 * info.num_params);
+    int finite = 1;
+    for (long i = 0; i < 3 * info.num_params; i++) finite = finite && isfinite(p[i]);
+    free(p);
+    free(info.config_json);
+    return finite;
+}
+
+// A run that diverges stops naming the step, and every checkpoint it left is finite.
+static void test_divergence(void) {
+    char args[4096], pattern[300], path[300];
+    snprintf(pattern, sizeof pattern, "%s/div_{step}.bin", dir);
+    snprintf(args, sizeof(args), "%s --lr 1e6 --warmup_steps 0 --grad_clip 0 --steps 40 --checkpoint_interval 1 "
+             "--checkpoint %s --log_file %s/div.jsonl", common, pattern, dir);
+    int rc = run_trainer(args);
+    int saved = 0, finite = 1;
+    for (int step = 1; step <= 40; step++) {
+        snprintf(path, sizeof path, "%s/div_%d.bin", dir, step);
+        if (access(path, F_OK) != 0) continue;
+        saved++;
+        finite = finite && checkpoint_finite(path);
+    }
+    check(rc != 0 && strstr(out, "step ") && strstr(out, "not finite") && finite,
+          "a diverging run (lr 1e6) stops naming the step, %d checkpoints left, all finite: %s [%s]", saved,
+          finite ? "yes" : "no", error_line(out));
+}
+
+// --mode eval scores the whole shard, whatever eval_batches the training used, and
+// writes no log unless asked.
+static void test_eval_mode(void) {
+    char args[4096], log[300];
+    snprintf(log, sizeof log, "%s/a_random.jsonl", dir);
+    char* before = slurp(log);
+    snprintf(args, sizeof(args), "--resume %s/a_random_10.bin --mode eval --eval_batches 1", dir);
+    int rc = run_trainer(args);
+    char* after = slurp(log);
+    int untouched = before && after && strcmp(before, after) == 0;
+    check(rc == 0 && strstr(out, "| 999 tokens |") && strstr(out, "val loss by position") && untouched,
+          "--mode eval scores all 999 tokens of the shard by position, the training log untouched: %s",
+          untouched ? "yes" : "no");
+    free(before);
+    free(after);
+}
+
 int main(void) {
     make_temp_dir(dir, sizeof(dir), "test_gpt_cli");
     char path[300], vocab_path[300], train_path[300], val_path[300];
@@ -159,7 +209,7 @@ int main(void) {
     snprintf(args, sizeof(args), "%s --clamp 50", common);
     expect_failure("clamp bound above 40", args, "clamp", "(0, 40]");
     snprintf(args, sizeof(args), "%s --context 0", common);
-    expect_failure("context 0", args, "context", "[1, inf)");
+    expect_failure("context 0", args, "context", "must be in [1,");
     snprintf(args, sizeof(args), "%s --attention quadratic", common);
     expect_failure("unknown attention kind", args, "quadratic", "flow|softmax|linear");
     // a checkpoint of another model, a truncated checkpoint
@@ -179,6 +229,28 @@ int main(void) {
         snprintf(args, sizeof(args), "--resume %s", cut);
         expect_failure("truncated checkpoint", args, cut, "truncated");
     }
+    // validation shards too short, checked before any output is touched
+    snprintf(path, sizeof(path), "%s/short_val.bin", dir);
+    token_shard_write(path, tokens, 10, 20);
+    snprintf(args, sizeof(args), "%s --val_data %s", common, path);
+    expect_failure("validation shard shorter than context + 1", args, path, "fewer than context + 1");
+    snprintf(path, sizeof(path), "%s/empty_val.bin", dir);
+    token_shard_write(path, tokens, 0, 20);
+    snprintf(args, sizeof(args), "%s --val_data %s", common, path);
+    expect_failure("validation shard of 0 tokens", args, path, "0 tokens");
+    // more memory than allowed, refused before allocating
+    snprintf(args, sizeof(args), "%s --memory_limit 0.0001", common);
+    expect_failure("model over --memory_limit", args, "memory_limit", "GiB");
+    snprintf(args, sizeof(args), "%s --n_layer 1000 --n_embd 16384 --n_head 16", common);
+    expect_failure("model larger than the machine's memory", args, "this machine has", "GiB");
+    test_divergence();
+    test_eval_mode();
+    // a vocabulary file shorter than vocab_size: sampled ids past it print as <id>
+    snprintf(args, sizeof(args), "%s --vocab_size 40 --steps 2 --sample_tokens 300 --temperature 5 --prompt a "
+             "--log_file %s/v40.jsonl --checkpoint %s/v40.bin", common, dir, dir);
+    int rc = run_trainer(args);
+    check(rc == 0 && strstr(out, "<3"), "sampling ids past a 20-token vocabulary file (vocab_size 40) prints them "
+          "as <id>: exit %d", rc);
     remove_temp_dir(dir);
     return testing_exit_code();
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include "utils/image_shard.h"
 #include "utils/rng.h"
+#include "utils/checkpoint.h"
 #include "dev/test/testing.h"
 #include "dev/test/capture.h"
 
@@ -101,6 +102,31 @@ static void test_learns(void) {
     char want[80];
     snprintf(want, sizeof(want), "top-1 %.2f%%", strtod(top1, NULL));
     check(rc == 0 && strstr(out, want) != NULL, "--mode eval reproduces the run's final %s", want);
+    // evaluation scores every image whatever eval_images the training used, and logs only when asked
+    char* before = slurp(log_path);
+    snprintf(args, sizeof(args), "--resume %s --mode eval --eval_images 7", ckpt);
+    rc = run_trainer(args);
+    char* after = slurp(log_path);
+    int untouched = before && after && strcmp(before, after) == 0;
+    check(rc == 0 && strstr(out, "| 24 images |") && untouched,
+          "--mode eval scores all 24 validation images, the training log untouched: %s", untouched ? "yes" : "no");
+    free(before);
+    free(after);
+    // a model that is not a number (a diverged run's) does not evaluate to 100%
+    char nan_ckpt[300];
+    snprintf(nan_ckpt, sizeof(nan_ckpt), "%s/nan.bin", dir);
+    CheckpointInfo info;
+    FILE* cf = checkpoint_open(ckpt, &info);
+    real* p = (real*)malloc_check(3 * (size_t)info.num_params * sizeof(real));
+    checkpoint_read_tensors(cf, ckpt, info.num_params, p, p + info.num_params, p + 2 * info.num_params);
+    for (long i = 0; i < info.num_params; i++) p[i] = NAN;
+    checkpoint_save(nan_ckpt, &info, p, p + info.num_params, p + 2 * info.num_params);
+    free(p);
+    free(info.config_json);
+    snprintf(args, sizeof(args), "--resume %s --mode eval", nan_ckpt);
+    rc = run_trainer(args);
+    check(rc != 0 && strstr(out, "not finite") && !strstr(out, "top-1 100"),
+          "a model of NaNs: evaluation stops, \"not finite\" [%s]", error_line(out));
 
     // a 12x10 colour PPM to visualize (stb_image reads PNM)
     snprintf(img, sizeof(img), "%s/picture.ppm", dir);
