@@ -54,6 +54,8 @@ TESTS += $(BUILD)/test_gpt_grad $(BUILD)/test_gpt $(BUILD)/test_gpt_cli
 # ViT trainer: float64 whole-model gradients (plain and hierarchical); float32
 # reference state, checkpoints, augmentation; the program itself (resume, bad input)
 TESTS += $(BUILD)/test_vit_grad $(BUILD)/test_vit $(BUILD)/test_vit_cli
+# gemm and the fully connected layer on every kernel family, float32 and float64
+TESTS += $(BUILD)/test_matmul $(BUILD)/test_matmul_f64
 
 # ---- benchmarks -------------------------------------------------------------
 BENCHES = $(BUILD)/bench_attention
@@ -72,6 +74,7 @@ bench: $(BENCHES)
 deps:
 	apt-get update -q
 	apt-get install -y -q build-essential libcjson-dev libstb-dev python3-numpy python3-torch
+	apt-get install -y -q libopenblas-dev # make bench-matmul compares gemm with OpenBLAS
 
 $(BUILD):
 	mkdir -p $(BUILD)
@@ -105,6 +108,23 @@ $(BUILD)/test_vit_cli: dev/test/test_vit_cli.c train_vit_flow dev/test/capture.h
 
 $(BUILD)/bench_attention: dev/bench_attention.c $(LAYERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+$(BUILD)/test_matmul: dev/test/test_matmul.c dev/test/testing.h $(LAYERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/test_matmul_f64: dev/test/test_matmul.c dev/test/testing.h $(LAYERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DREAL_DOUBLE -o $@ $< $(LDLIBS)
+
+# gemm against OpenBLAS's sgemm on the trainers' shapes (make deps installs OpenBLAS),
+# and the machine's float32 peak.
+$(BUILD)/bench_matmul: dev/bench_matmul.c $(LAYERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lopenblas
+bench-matmul: $(BUILD)/bench_matmul
+	$(BUILD)/bench_matmul
+$(BUILD)/bench_peak: dev/bench_peak.c $(LAYERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+bench-peak: $(BUILD)/bench_peak
+	$(BUILD)/bench_peak
+.PHONY: bench-matmul bench-peak
 
 clean:
 	rm -rf $(BUILD) $(TRAINERS)
