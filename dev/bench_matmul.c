@@ -8,8 +8,8 @@
 // and each reports the median of its runs. Idle threads keep spinning for a
 // while after a call, taking a core from whatever runs next: OpenBLAS's for
 // about 0.1 s (its THREAD_TIMEOUT), OpenMP's for a few ms (GOMP_SPINCOUNT). So
-// each run starts after the other implementation's threads have gone to sleep,
-// with one untimed call.
+// each run waits for the other implementation's threads to go to sleep, then
+// starts with one untimed call. The whole takes about a minute and a half.
 #include <stdio.h>
 #include <unistd.h>
 #include "layers/matmul.h"
@@ -25,7 +25,8 @@ char* openblas_get_corename(void);
 #define THREADS 2
 #define RUNS 5            // timed runs of each implementation per shape
 #define RUN_SECONDS 0.02  // each run repeats the product for about this long
-#define SETTLE_US 150000   // how long the threads of the other implementation may spin
+#define OPENBLAS_SPIN_US 120000 // how long OpenBLAS's idle threads spin, and OpenMP's
+#define OPENMP_SPIN_US 10000
 #define TARGET_MEAN 0.90  // geometric mean of ours / OpenBLAS over the training shapes
 #define TARGET_MIN 0.75   // the lowest ratio allowed on any one of them
 
@@ -50,10 +51,8 @@ static void run_openblas(const Product* p, const float* a, const float* b, float
 
 typedef void (*Runner)(const Product* p, const float* a, const float* b, float* c);
 
-// Seconds per product over `reps` products, after one untimed, once the other
-// implementation's threads have gone to sleep.
+// Seconds per product over `reps` products, after one untimed.
 static double time_run(Runner run, const Product* p, const float* a, const float* b, float* c, int reps) {
-    usleep(SETTLE_US);
     run(p, a, b, c);
     double t0 = omp_get_wtime();
     for (int r = 0; r < reps; r++) run(p, a, b, c);
@@ -106,7 +105,9 @@ static double bench(const Product* p, const char* label) {
     int reps = (int)(RUN_SECONDS / time_run(run_ours, p, a, b, c, 1)) + 1;
     double ours[RUNS], theirs[RUNS];
     for (int r = 0; r < RUNS; r++) {
+        usleep(OPENBLAS_SPIN_US);
         ours[r] = flops / time_run(run_ours, p, a, b, c, reps) * 1e-9;
+        usleep(OPENMP_SPIN_US);
         theirs[r] = flops / time_run(run_openblas, p, a, b, c_ref, reps) * 1e-9;
     }
     double g_ours = median(ours, RUNS), g_theirs = median(theirs, RUNS);
@@ -125,7 +126,7 @@ int main(void) {
     printf("%-14s %-17s %5s %5s %5s %8s %9s %6s\n", "shape", "product", "M", "N", "K", "ours", "OpenBLAS", "ratio");
     static const int Cs[] = {128, 384, 512}, BTs[] = {768, 2048, 4096};
     double log_sum = 0, worst = INFINITY;
-    char worst_name[64] = "";
+    char worst_name[96] = "";
     int count = 0;
     for (int ci = 0; ci < 3; ci++)
         for (int ti = 0; ti < 3; ti++) {

@@ -3,30 +3,34 @@
 //   inp is (N, C), weight is (OC, C) as in PyTorch's nn.Linear, bias is (OC),
 //   out is (N, OC).
 //
-// gemm follows Goto and van de Geijn's scheme (as BLIS and OpenBLAS do):
-// - A micro-kernel keeps an MR x NR block of C in vector registers and adds
-//   kc rank-1 updates to it: per step, NR reals of B (NR / lanes vectors) and
-//   MR broadcasts of A. AVX-512: 8 x 32 (16 zmm accumulators); AVX2+FMA: 6 x 16
-//   (12 ymm); portable C: 4 x 16. Enough independent accumulators to cover the
-//   FMA latency on Intel and AMD cores, with registers left for B and A.
-// - Loops, outermost first: blocks of nc columns; blocks of kc depths, where B's
-//   block (kc x nc, at most 512 KiB) is packed into NR-wide panels, step by step,
-//   to be read from L2; micro-panels of MR rows of A, packed (MR x kc, 8 KiB) so
-//   that they stay in L1; the NR-wide panels of B; the micro-kernel.
-// - Packing is a copy that keeps A's orientation: rows contiguous in K (the
-//   forward pass and the input gradient) are copied as MR rows of kc, columns
-//   contiguous in K (the weight gradient's dout^T) as kc steps of MR. The kernel
-//   reads either through two strides.
-// - Threads share the packed block of B and take items (a range of row
-//   micro-panels by a range of column panels) dynamically, so a thread slowed by
-//   other work on the machine does less. Every element of C is summed by one
-//   thread, in K order, over depth blocks that depend on K alone: results do not
-//   depend on the thread count or the schedule.
+// gemm follows Goto and van de Geijn (as BLIS and OpenBLAS do):
+// - A micro-kernel keeps an MR x NR block of C in vector registers and adds kc
+//   rank-1 updates to it, each one row of B (NR reals) times MR broadcast reals
+//   of A. AVX-512: 8 x 32 (16 zmm accumulators), AVX2+FMA: 6 x 16 (12 ymm),
+//   portable C: 4 x 16. That is enough independent sums to hide the FMA latency
+//   on current Intel and AMD cores, with registers left for B and A.
+// - Loops, outermost first: blocks of nc columns; blocks of kc depths, where
+//   B's block (kc x nc, 512 KiB with AVX-512) is packed into panels of NR
+//   columns, to be read from L2; micro-panels of MR rows of A, packed (MR x kc,
+//   8 KiB) to stay in L1 while the kernel sweeps them across B's panels.
+// - Packing copies without transposing A: rows contiguous in K (the forward
+//   pass's inp, the input gradient's dout) stay rows of kc, columns contiguous
+//   in K (the weight gradient's dout^T) become kc steps of MR; the kernel reads
+//   either. B is packed as NR reals per depth, which is a transpose for the
+//   forward pass's W^T (done 8 x 8 in registers).
+// - Threads: the product is split once into one rectangle of C per thread (row
+//   ranges by column ranges, whichever split leaves the busiest thread least
+//   work), and each thread packs what its rectangle reads into its own buffers.
+//   No thread ever waits for another before the end, which matters on a machine
+//   shared with other work, where a wait can cost a time slice.
+// - Every element of C is summed by one thread, in K order, over depth blocks
+//   that depend on K alone, with micro-panels at fixed multiples of MR and NR:
+//   results do not depend on the thread count.
 // - Small products (the attention kernels run many per head, from inside their
-//   own parallel regions) run on the calling thread, with thread-local buffers;
-//   there B is read in place when its rows are contiguous, without packing.
-//   A product of a few rows (generation feeds one token at a time) is done as
-//   dot products or row updates, reading B once, in place.
+//   own parallel region, where gemm runs on the calling thread) read A's rows
+//   and B's rows in place when they are contiguous: there packing would cost
+//   more than it saves. A product of a few rows (generation feeds one token at
+//   a time) is done as dot products or row updates, reading B once, in place.
 // The kernel family is chosen once from the CPU (cpuid), or forced with the
 // environment variable FLOWFORMER_ISA=avx512|avx2|generic. float64 builds
 // (REAL_DOUBLE, for the gradient tests) have only the portable kernel.
@@ -44,20 +48,24 @@
 #include <immintrin.h>
 #endif
 
-#define MM_MR_MAX 8         // largest MR of the kernels below
-#define MM_NR_MAX 32        // largest NR
-#define MM_KC_MAX 256       // largest kc
-#define MM_FEW_ROWS 4       // fewer rows of A than this: no packing, no micro-kernel
-#define MM_THREAD_FLOPS (1L << 20) // multiply-adds that justify one more thread
+#define MM_MR_MAX 8                // the largest MR, NR and kc below
+#define MM_NR_MAX 32
+#define MM_KC_MAX 256
+#define MM_FEW_ROWS 4              // fewer rows of A than this: no micro-kernel
+#define MM_SMALL_PANELS 8          // at most this many micro-panels of A: a small product
+#define MM_THREAD_FMAS (1L << 20)  // multiply-adds that pay for starting one more thread
 
-// c (MR x NR, row stride ldc) = (load ? c : 0) + A B over kc steps, A's
-// element (i, p) at a[i*a_row + p*a_col], B's row p at b + p*b_row.
+// ---- micro-kernels ------------------------------------------------------------
+
+// c (MR x NR, row stride ldc) = (load ? c : 0) + A B over kc depths, where A's
+// element (i, p) is a[i*a_row + p*a_col] with either a_col == 1 (rows of A) or
+// a_row == 1, a_col == MR (a packed micro-panel by steps), and B's row p is NR
+// reals at b + p*b_row.
 typedef void (*MMKernel)(int kc, const real* a, long a_row, long a_col, const real* b, long b_row,
                          real* c, long ldc, int load);
 
-// The kernels' bodies are inlined twice, for the two layouts of a packed
-// micro-panel of A (rows of kc; steps of MR), so that the compiler sees one
-// constant stride.
+// A kernel's body is inlined once for each layout of A, so that the compiler
+// sees a constant stride in each.
 #define MM_KERNEL_FOR_LAYOUTS(body, MR)                                                         \
     if (a_col == 1) body(kc, a, a_row, 1, b, b_row, c, ldc, load);                               \
     else body(kc, a, 1, MR, b, b_row, c, ldc, load);
@@ -96,8 +104,10 @@ mm_tile_avx512(int kc, const float* a, long a_row, long a_col, const float* b, l
 #pragma GCC unroll 8
     for (int i = 0; i < MM_AVX512_MR; i++) {
         acc0[i] = acc1[i] = _mm512_setzero_ps();
+        // C's block is needed only at the end: fetch it meanwhile (its rows span up to 3 lines)
         _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char*)(c + i * ldc + 16), _MM_HINT_T0);
+        _mm_prefetch((const char*)(c + i * ldc + 31), _MM_HINT_T0);
     }
     for (int p = 0; p < kc; p++, a += a_col, b += b_row) {
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
@@ -134,7 +144,11 @@ mm_tile_avx2(int kc, const float* a, long a_row, long a_col, const float* b, lon
              float* c, long ldc, int load) {
     __m256 acc0[MM_AVX2_MR], acc1[MM_AVX2_MR];
 #pragma GCC unroll 6
-    for (int i = 0; i < MM_AVX2_MR; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    for (int i = 0; i < MM_AVX2_MR; i++) {
+        acc0[i] = acc1[i] = _mm256_setzero_ps();
+        _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char*)(c + i * ldc + 15), _MM_HINT_T0);
+    }
     for (int p = 0; p < kc; p++, a += a_col, b += b_row) {
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
@@ -163,11 +177,10 @@ mm_kernel_avx2(int kc, const float* a, long a_row, long a_col, const float* b, l
 }
 #endif
 
-// ---- packing ----------------------------------------------------------------
+// ---- packing --------------------------------------------------------------------
 
-// Copies mr rows (of a micro-panel of MR) and kc depths of A, starting at a,
-// into dst, zero past mr, and sets the strides that read it there. Rows
-// contiguous in K (a_col == 1) stay rows of kc; otherwise each step holds MR reals.
+// Copies mr rows (of a micro-panel of MR) and kc depths of A, from a, into dst,
+// zero past mr, and sets the strides that read it there.
 __attribute__((always_inline)) static inline void
 mm_pack_a(real* restrict dst, long* dst_row, long* dst_col, const real* restrict a, long a_row, long a_col,
           int mr, int MR, int kc) {
@@ -187,15 +200,15 @@ mm_pack_a(real* restrict dst, long* dst_row, long* dst_col, const real* restrict
     *dst_row = 1, *dst_col = MR;
 }
 
-// dst (kc steps of NR reals) = kc depths and nr columns (of a panel of NR) of B,
-// starting at b, zero past nr.
+// dst (kc depths of NR reals) = kc depths and nr columns (of a panel of NR) of
+// B, from b, zero past nr.
 __attribute__((always_inline)) static inline void
 mm_pack_b(real* restrict dst, const real* restrict b, long b_row, long b_col, int nr, int NR, int kc) {
     if (b_col == 1 && nr == NR) {
         for (int p = 0; p < kc; p++)
             for (int j = 0; j < NR; j++) dst[(long)p * NR + j] = b[p * b_row + j];
     } else {
-        // a transpose when b_row == 1: in steps of 8 depths, which span a cache line of each column
+        // a transpose when b_row == 1: by 8 depths, a cache line of each column
         for (int p0 = 0; p0 < kc; p0 += 8)
             for (int j = 0; j < NR; j++)
                 for (int p = p0; p < p0 + 8 && p < kc; p++) dst[(long)p * NR + j] = j < nr ? b[p * b_row + j * b_col] : 0;
@@ -205,7 +218,8 @@ mm_pack_b(real* restrict dst, const real* restrict b, long b_row, long b_col, in
 typedef void (*MMPackA)(real* dst, long* dst_row, long* dst_col, const real* a, long a_row, long a_col, int mr, int kc);
 typedef void (*MMPackB)(real* dst, const real* b, long b_row, long b_col, int nr, int kc);
 
-// Packing for one MR or NR, known to the compiler (a step of A or B is then a few vector moves).
+// Packing for one MR or NR, which the compiler then knows: a full step of A or
+// B becomes a few vector moves.
 #define MM_PACK_A_FOR(MR)                                                                                 \
     static void mm_pack_a_##MR(real* dst, long* dst_row, long* dst_col, const real* a, long a_row,         \
                                long a_col, int mr, int kc) {                                             \
@@ -222,19 +236,18 @@ MM_PACK_B_FOR(16)
 MM_PACK_A_FOR(6)
 MM_PACK_A_FOR(8)
 
-// Columns of B contiguous in K (b_row == 1; the forward pass's W^T) need a
-// transpose: by blocks of 8 columns x 8 depths in AVX2 registers (every CPU
-// with AVX-512 also has AVX2), which is several times faster than element by
-// element. Columns past nr are zero; a last partial block of depths goes element by element.
+// B with columns contiguous in K (b_row == 1, as the forward pass's W^T): the
+// transpose by blocks of 8 columns x 8 depths in AVX2 registers (every CPU with
+// AVX-512 has AVX2), several times faster than element by element. Columns past
+// nr are zero; a last partial block of depths goes element by element.
 __attribute__((target("avx2"))) static void
 mm_pack_b_transposed(float* restrict dst, const float* restrict b, long b_col, int nr, int NR, int kc) {
     int p0 = 0;
     for (; p0 + 8 <= kc; p0 += 8) {
         for (int j0 = 0; j0 < NR; j0 += 8) {
-            __m256 r[8];
+            __m256 r[8], t[8], u[8];
             for (int q = 0; q < 8; q++)
                 r[q] = j0 + q < nr ? _mm256_loadu_ps(b + (j0 + q) * b_col + p0) : _mm256_setzero_ps();
-            __m256 t[8], u[8];
             for (int q = 0; q < 8; q += 2) {
                 t[q] = _mm256_unpacklo_ps(r[q], r[q + 1]);
                 t[q + 1] = _mm256_unpackhi_ps(r[q], r[q + 1]);
@@ -265,8 +278,8 @@ MM_PACK_B_X86_FOR(32)
 #endif
 
 // Asks for mr rows and kc depths of A, at a, to be brought into L2 while the
-// kernels work on the previous micro-panel: A is read once per block of
-// columns, so it would otherwise come from memory, slowly, when packed.
+// kernel works on the previous micro-panel: each micro-panel of A is read once
+// per block of columns, and would otherwise come from memory when packed.
 static inline void mm_prefetch_a(const real* a, long a_row, long a_col, int mr, int kc) {
     const int line = 64 / sizeof(real);
     if (a_col == 1) {
@@ -277,12 +290,12 @@ static inline void mm_prefetch_a(const real* a, long a_row, long a_col, int mr, 
     }
 }
 
-// ---- choosing the kernel family --------------------------------------------
+// ---- kernel families ------------------------------------------------------------
 
 typedef struct {
     const char* name;
-    int mr, nr; // the micro-kernel's block of C
-    int kc, nc; // largest depth and column blocks
+    int mr, nr;  // the micro-kernel's block of C
+    int kc, nc;  // the largest depth and column blocks: B's block fills half an L2
     MMKernel kernel;
     MMPackA pack_a;
     MMPackB pack_b;
@@ -290,10 +303,11 @@ typedef struct {
 
 enum { MM_GENERIC, MM_AVX2, MM_AVX512, MM_ISAS };
 
+// CPUs with only AVX2 have an L2 of 256 KiB to 1 MiB; with AVX-512, 1 MiB or more.
 static const MMIsa mm_isas[MM_ISAS] = {
     [MM_GENERIC] = {"generic", MM_GENERIC_MR, MM_GENERIC_NR, 256, 512, mm_kernel_generic, mm_pack_a_4, mm_pack_b_16},
 #ifdef MM_X86_KERNELS
-    [MM_AVX2] = {"avx2", MM_AVX2_MR, MM_AVX2_NR, 256, 512, mm_kernel_avx2, mm_pack_a_6, mm_pack_b_x86_16},
+    [MM_AVX2] = {"avx2", MM_AVX2_MR, MM_AVX2_NR, 256, 256, mm_kernel_avx2, mm_pack_a_6, mm_pack_b_x86_16},
     [MM_AVX512] = {"avx512", MM_AVX512_MR, MM_AVX512_NR, 256, 512, mm_kernel_avx512, mm_pack_a_8, mm_pack_b_x86_32},
 #else
     [MM_AVX2] = {"avx2"},
@@ -303,7 +317,7 @@ static const MMIsa mm_isas[MM_ISAS] = {
 
 static int mm_isa_index = -1; // into mm_isas; -1 until the first product
 
-// Whether this CPU runs family k (a family this build lacks counts as running).
+// Whether this CPU runs family k (a family that this build lacks counts as running).
 static int mm_isa_on_cpu(int k) {
 #ifdef MM_X86_KERNELS
     __builtin_cpu_init();
@@ -334,7 +348,7 @@ static int mm_isa_choose(void) {
 }
 
 static const MMIsa* mm_isa(void) {
-    // Threads that race on the first call all choose the same.
+    // Threads that race on the first product all choose the same.
     int k = __atomic_load_n(&mm_isa_index, __ATOMIC_RELAXED);
     if (k < 0) {
         k = mm_isa_choose();
@@ -346,8 +360,8 @@ static const MMIsa* mm_isa(void) {
 // The kernel family gemm uses: "avx512", "avx2" or "generic".
 static const char* gemm_isa(void) { return mm_isa()->name; }
 
-// Makes gemm use family `name` (tests run every family this way); returns 0, changing
-// nothing, when this build or this CPU lacks it. Not while a product runs.
+// Makes gemm use family `name` (the tests run each family this way); returns 0,
+// changing nothing, where this build or this CPU lacks it. Not during a product.
 static int gemm_use_isa(const char* name) {
     int k = mm_isa_lookup(name);
     if (k < 0 || mm_isas[k].kernel == NULL || !mm_isa_on_cpu(k)) return 0;
@@ -355,7 +369,7 @@ static int gemm_use_isa(const char* name) {
     return 1;
 }
 
-// ---- the product --------------------------------------------------------------
+// ---- the product ----------------------------------------------------------------
 
 // Each thread's packed micro-panel of A and block of B (which grows when needed).
 static _Thread_local real mm_packed_a[MM_MR_MAX * MM_KC_MAX] __attribute__((aligned(64)));
@@ -372,13 +386,12 @@ static real* mm_packed_b_buffer(size_t size) {
     return mm_packed_b;
 }
 
-// How many threads a product of `fmas` multiply-adds gets: all of the team that
-// a parallel region would start, but one inside a parallel region, and fewer
-// for small products, where starting threads costs more than it saves.
+// How many threads a product of `fmas` multiply-adds gets: the team that a
+// parallel region would start, or fewer where starting threads would cost more
+// than they save; one inside a parallel region.
 static int mm_threads(double fmas) {
     if (omp_in_parallel()) return 1;
-    int threads = omp_get_max_threads();
-    int useful = (int)(fmas / MM_THREAD_FLOPS);
+    int threads = omp_get_max_threads(), useful = (int)(fmas / MM_THREAD_FMAS);
     if (useful < threads) threads = useful > 1 ? useful : 1;
     return threads;
 }
@@ -417,7 +430,7 @@ static void mm_few_rows(int M, int N, int K, const real* a, long a_row, long a_c
     }
 }
 
-// A product by blocks, as gemm sets it up.
+// A product by blocks, as gemm sets it up for its threads.
 typedef struct {
     const MMIsa* isa;
     int M, N, K;
@@ -428,51 +441,49 @@ typedef struct {
     real* c;
     long ldc;
     int accumulate;
-    int kc, nc;      // depth and column blocks (the last of each may be shorter)
-    int in_place;    // full micro-panels of A with rows contiguous in K, and full
-                     // panels of B with rows contiguous, are read where they lie
-    int row_splits;  // the threads split the micro-panels of A into row_splits
-    int col_splits;  // ranges and the panels of B into col_splits
+    int kc, nc;         // depth and column blocks (the last of each may be shorter)
+    int small;          // read A's rows and B's rows in place where contiguous
+    int row_splits;     // the threads split the rows into row_splits ranges
+    int col_splits;     // and the columns into col_splits
 } MMBlocks;
 
-// Rows [i0, i1) and columns [j0, j1) of the product (i0 and j0 on panel boundaries),
-// on the calling thread, with its own buffers.
+// Rows [i0, i1) and columns [j0, j1) of the product (i0 and j0 on micro-panel
+// boundaries), on the calling thread, with its own buffers.
 static void mm_blocks(const MMBlocks* g, int i0, int i1, int j0, int j1) {
     const MMIsa* isa = g->isa;
     const int MR = isa->mr, NR = isa->nr;
-    const real *a = g->a, *b = g->b;
     const long a_row = g->a_row, a_col = g->a_col, b_row = g->b_row, b_col = g->b_col, ldc = g->ldc;
+    const int a_in_place = g->small && a_col == 1, b_in_place = g->small && b_col == 1;
     real* packed_a = mm_packed_a;
     real* packed_b = mm_packed_b_buffer((size_t)g->kc * g->nc);
     real edge[MM_MR_MAX * MM_NR_MAX] __attribute__((aligned(64)));
     for (int jb = j0; jb < j1; jb += g->nc) {
         int nc = j1 - jb < g->nc ? j1 - jb : g->nc;
         for (int k0 = 0; k0 < g->K; k0 += g->kc) {
-            int kc = g->K - k0 < g->kc ? g->K - k0 : g->kc;
-            const real* bk = b + k0 * b_row;
+            int kc = g->K - k0 < g->kc ? g->K - k0 : g->kc, load = g->accumulate || k0 > 0;
+            const real* bk = g->b + k0 * b_row;
             for (int jp = 0; jp * NR < nc; jp++) {
                 int nr = nc - jp * NR < NR ? nc - jp * NR : NR;
-                if (!(g->in_place && b_col == 1 && nr == NR))
+                if (!(b_in_place && nr == NR))
                     isa->pack_b(packed_b + (long)jp * kc * NR, bk + (jb + jp * NR) * b_col, b_row, b_col, nr, kc);
             }
-            int load = g->accumulate || k0 > 0;
             for (int i = i0; i < i1; i += MR) {
                 int mr = i1 - i < MR ? i1 - i : MR;
-                const real* pa = a + i * a_row + k0 * a_col;
+                const real* pa = g->a + i * a_row + k0 * a_col;
                 long pa_row = a_row, pa_col = a_col;
-                if (!(g->in_place && a_col == 1 && mr == MR)) {
+                if (!(a_in_place && mr == MR)) {
                     isa->pack_a(packed_a, &pa_row, &pa_col, pa, a_row, a_col, mr, kc);
                     pa = packed_a;
                 }
                 if (i + MR < i1) {
                     int next_mr = i1 - i - MR < MR ? i1 - i - MR : MR;
-                    mm_prefetch_a(a + (i + MR) * a_row + k0 * a_col, a_row, a_col, next_mr, kc);
+                    mm_prefetch_a(g->a + (i + MR) * a_row + k0 * a_col, a_row, a_col, next_mr, kc);
                 }
                 for (int jp = 0; jp * NR < nc; jp++) {
                     int j = jb + jp * NR, nr = nc - jp * NR < NR ? nc - jp * NR : NR;
                     const real* pb = packed_b + (long)jp * kc * NR;
                     long pb_row = NR;
-                    if (g->in_place && b_col == 1 && nr == NR) pb = bk + j, pb_row = b_row;
+                    if (b_in_place && nr == NR) pb = bk + j, pb_row = b_row;
                     real* cij = g->c + i * ldc + j;
                     if (mr == MR && nr == NR) {
                         isa->kernel(kc, pa, pa_row, pa_col, pb, pb_row, cij, ldc, load);
@@ -489,19 +500,20 @@ static void mm_blocks(const MMBlocks* g, int i0, int i1, int j0, int j1) {
     }
 }
 
-// Splits the product among `threads` threads, as row ranges by column ranges,
-// choosing the split with the least work for the busiest thread: its
-// multiply-adds (16 per cycle) plus the reals it packs (about one per cycle);
-// every thread packs the parts of A and B that its range reads.
+// Splits the product among `threads` threads into row ranges by column ranges,
+// choosing the split that leaves the busiest thread least work: its
+// multiply-adds (16 a cycle) and the reals it packs (about one a cycle), which
+// are all of B that its columns read, and all of A that its rows read once per
+// block of columns. Tall products (the forward pass, the input gradient) split
+// their rows; wide ones (weight gradients of few outputs) their columns.
 static void mm_split(MMBlocks* g, int threads) {
     const int MR = g->isa->mr, NR = g->isa->nr;
-    double row_panels = (g->M + MR - 1) / MR, col_panels = (g->N + NR - 1) / NR, best = INFINITY;
+    double row_panels = (g->M + MR - 1) / MR, col_panels = (g->N + NR - 1) / NR, K = g->K, least = INFINITY;
     for (int rows = 1; rows <= threads; rows++) {
         if (threads % rows != 0) continue;
-        int cols = threads / rows;
-        double m = ceil(row_panels / rows) * MR, n = ceil(col_panels / cols) * NR, K = g->K;
+        double m = ceil(row_panels / rows) * MR, n = ceil(col_panels / (threads / rows)) * NR;
         double work = m * n * K / 16 + n * K + m * K * ceil(n / g->nc);
-        if (work < best) best = work, g->row_splits = rows, g->col_splits = cols;
+        if (work < least) least = work, g->row_splits = rows, g->col_splits = threads / rows;
     }
 }
 
@@ -518,28 +530,26 @@ static void gemm(int M, int N, int K, const real* a, long a_row, long a_col,
     const MMIsa* isa = mm_isa();
     MMBlocks g = {.isa = isa, .M = M, .N = N, .K = K, .a = a, .a_row = a_row, .a_col = a_col,
                   .b = b, .b_row = b_row, .b_col = b_col, .c = c, .ldc = ldc, .accumulate = accumulate};
-    // Blocks of equal size, so that no block is a thin remainder. The depth
-    // blocks depend on K alone, which fixes the order of every sum.
+    // Blocks of equal sizes, so that none is a thin remainder. The depth blocks
+    // depend on K alone, which fixes the order of every sum.
     int kblocks = (K + isa->kc - 1) / isa->kc, nblocks = (N + isa->nc - 1) / isa->nc;
     g.kc = (K + kblocks - 1) / kblocks;
     g.nc = ((N + nblocks - 1) / nblocks + isa->nr - 1) / isa->nr * isa->nr;
-    // A product of a few micro-panels of A reuses B's panels too little for
-    // packing to pay, and its micro-panels of A are small enough for L1.
-    g.in_place = M <= 8 * isa->mr;
+    // A few micro-panels of A reuse B's panels too little for packing to pay,
+    // and fit in L1 unpacked.
+    g.small = M <= MM_SMALL_PANELS * isa->mr;
     int threads = mm_threads((double)M * N * K);
-    mm_split(&g, threads);
     if (threads == 1) {
         mm_blocks(&g, 0, M, 0, N);
         return;
     }
-    // Each thread works alone on its range: no barrier but the region's end.
+    mm_split(&g, threads);
 #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), rows = g.row_splits, cols = g.col_splits;
         int row_panels = (M + isa->mr - 1) / isa->mr, col_panels = (N + isa->nr - 1) / isa->nr;
-        int r = t / cols, q = t % cols;
-        int i0 = row_panels * r / rows * isa->mr, i1 = row_panels * (r + 1) / rows * isa->mr;
-        int j0 = col_panels * q / cols * isa->nr, j1 = col_panels * (q + 1) / cols * isa->nr;
+        int i0 = row_panels * (t / cols) / rows * isa->mr, i1 = row_panels * (t / cols + 1) / rows * isa->mr;
+        int j0 = col_panels * (t % cols) / cols * isa->nr, j1 = col_panels * (t % cols + 1) / cols * isa->nr;
         if (i1 > M) i1 = M;
         if (j1 > N) j1 = N;
         if (i0 < i1 && j0 < j1) mm_blocks(&g, i0, i1, j0, j1);

@@ -112,7 +112,7 @@ static void test_gemm_shape(int M, int N, int K) {
     double* ab = (double*)malloc_check(sizeof(double) * M * N);
     double* abs_ab = (double*)malloc_check(sizeof(double) * M * N);
     reference(A, B, M, N, K, ab, abs_ab);
-    double worst = 0;
+    double worst = -1;
     const char* worst_case = "";
     char cases[LAYOUTS * LAYOUTS * 2][64];
     int intact = 1;
@@ -138,9 +138,10 @@ static void test_gemm_shape(int M, int N, int K) {
 
 static void test_gemm_shapes(void) {
     static const int shapes[][3] = {
-        {1, 1, 1},     {1, 37, 19},   {3, 70, 5},     {2, 5, 0},     {40, 9, 0},   // a few rows; K = 0
-        {4, 3, 7},     {5, 33, 1},    {13, 17, 2},    {8, 32, 64},   {64, 64, 64}, // one block, B in place
-        {31, 33, 257}, {67, 97, 131}, {97, 600, 300}, {9, 1031, 3},                // B packed, several blocks
+        {1, 1, 1},   {1, 37, 19},   {3, 70, 5},   {2, 5, 0},     {40, 9, 0},   // a few rows; K = 0
+        {4, 3, 7},   {5, 33, 1},    {13, 17, 2},  {8, 32, 64},   {64, 64, 64}, // small: operands in place
+        {9, 1031, 3}, {31, 33, 257},                                           // small, several blocks
+        {67, 97, 131}, {97, 600, 300}, {200, 40, 520},                         // packed, several blocks
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         test_gemm_shape(shapes[s][0], shapes[s][1], shapes[s][2]);
@@ -239,12 +240,21 @@ static void test_matmul_backward(int N, int C, int OC) {
     free(ref_dinp), free(scale_dinp), free(ref_dw), free(scale_dw), free(ref_db), free(scale_db);
 }
 
+// c = (accumulate ? c : 0) + a b for shape {M, N, K, A stored transposed}, B and C plain.
+static void shaped_product(const int shape[4], const real* a, const real* b, real* c, int accumulate) {
+    int M = shape[0], N = shape[1], K = shape[2], transposed = shape[3];
+    gemm(M, N, K, a, transposed ? 1 : K, transposed ? M : 1, b, N, 1, c, N, accumulate);
+}
+
 // The attention kernels call gemm from inside their parallel regions: there each
 // thread runs its own products at the same time, which must equal, bitwise,
-// the same products run outside.
+// the same products run alone.
 static void test_inside_parallel_region(void) {
-    enum { THREADS = 2, PRODUCTS = 4 };
-    static const int shapes[PRODUCTS][3] = {{64, 64, 64}, {37, 64, 61}, {200, 150, 300}, {130, 70, 6}};
+    enum { THREADS = 2, PRODUCTS = 5 };
+    // M, N, K, and whether A is stored transposed: small products read A in
+    // place, the others pack it, by rows or by steps
+    static const int shapes[PRODUCTS][4] = {{64, 64, 64, 0}, {37, 64, 61, 1}, {200, 150, 300, 0},
+                                            {130, 70, 6, 0}, {150, 96, 200, 1}};
     real *a[THREADS][PRODUCTS], *b[THREADS][PRODUCTS], *inside[THREADS][PRODUCTS], *alone[THREADS][PRODUCTS];
     for (int t = 0; t < THREADS; t++)
         for (int s = 0; s < PRODUCTS; s++) {
@@ -253,9 +263,10 @@ static void test_inside_parallel_region(void) {
             a[t][s] = to_real(x, (long)M * K), b[t][s] = to_real(y, (long)K * N);
             inside[t][s] = (real*)calloc_check((long)M * N, sizeof(real));
             alone[t][s] = (real*)calloc_check((long)M * N, sizeof(real));
-            gemm(M, N, K, a[t][s], K, 1, b[t][s], N, 1, alone[t][s], N, 0);
             free(x), free(y);
         }
+    for (int t = 0; t < THREADS; t++)
+        for (int s = 0; s < PRODUCTS; s++) shaped_product(shapes[s], a[t][s], b[t][s], alone[t][s], 0);
     int team = 0;
 #pragma omp parallel num_threads(THREADS)
     {
@@ -263,11 +274,10 @@ static void test_inside_parallel_region(void) {
 #pragma omp atomic
         team++;
         // several rounds, so that the threads' products overlap in time
-        for (int round = 0; round < 3; round++)
+        for (int round = 0; round < 8; round++)
             for (int s = 0; s < PRODUCTS; s++) {
-                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-                gemm(M, N, K, a[t][s], K, 1, b[t][s], N, 1, inside[t][s], N, round > 0);
-                gemm(M, N, K, a[t][s], K, 1, b[t][s], N, 1, inside[t][s], N, 0);
+                shaped_product(shapes[s], a[t][s], b[t][s], inside[t][s], round > 0);
+                shaped_product(shapes[s], a[t][s], b[t][s], inside[t][s], 0);
             }
     }
     int same = 1;
