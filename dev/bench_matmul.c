@@ -111,7 +111,7 @@ static double bench(const Product* p, const char* label) {
         theirs[r] = flops / time_run(run_openblas, p, a, b, c_ref, reps) * 1e-9;
     }
     double g_ours = median(ours, RUNS), g_theirs = median(theirs, RUNS);
-    printf("%-14s %-17s %5d %5d %5d %8.1f %9.1f %6.2f\n", label, p->name, p->M, p->N, p->K, g_ours, g_theirs,
+    printf("%-14s %-20s %5d %5d %5d %8.1f %9.1f %6.2f\n", label, p->name, p->M, p->N, p->K, g_ours, g_theirs,
            g_ours / g_theirs);
     fflush(stdout);
     free(a), free(b), free(c), free(c_ref);
@@ -123,7 +123,7 @@ int main(void) {
     openblas_set_num_threads(THREADS);
     printf("gemm (kernels: %s) against OpenBLAS (kernels: %s), %d threads; GFLOP/s, median of %d alternating runs\n\n",
            gemm_isa(), openblas_get_corename(), THREADS, RUNS);
-    printf("%-14s %-17s %5s %5s %5s %8s %9s %6s\n", "shape", "product", "M", "N", "K", "ours", "OpenBLAS", "ratio");
+    printf("%-14s %-20s %5s %5s %5s %8s %9s %6s\n", "shape", "product", "M", "N", "K", "ours", "OpenBLAS", "ratio");
     static const int Cs[] = {128, 384, 512}, BTs[] = {768, 2048, 4096};
     double log_sum = 0, worst = INFINITY;
     char worst_name[96] = "";
