@@ -43,7 +43,7 @@
 #include "real.h"
 #include "../utils/utils.h"
 
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(REAL_DOUBLE)
+#if defined(__x86_64__) && !defined(REAL_DOUBLE)
 #define MM_X86_KERNELS
 #include <immintrin.h>
 #endif
