@@ -180,7 +180,8 @@ mm_kernel_avx2(int kc, const float* a, long a_row, long a_col, const float* b, l
 // ---- packing --------------------------------------------------------------------
 
 // Copies mr rows (of a micro-panel of MR) and kc depths of A, from a, into dst,
-// zero past mr, and sets the strides that read it there.
+// zero past mr, and sets the strides that read it there: rows contiguous in K
+// stay rows of kc (a memcpy each), otherwise each depth holds MR reals.
 __attribute__((always_inline)) static inline void
 mm_pack_a(real* restrict dst, long* dst_row, long* dst_col, const real* restrict a, long a_row, long a_col,
           int mr, int MR, int kc) {
@@ -295,7 +296,7 @@ static inline void mm_prefetch_a(const real* a, long a_row, long a_col, int mr, 
 typedef struct {
     const char* name;
     int mr, nr;  // the micro-kernel's block of C
-    int kc, nc;  // the largest depth and column blocks: B's block fills half an L2
+    int kc, nc;  // the largest depth and column blocks: B's block fills about half an L2
     MMKernel kernel;
     MMPackA pack_a;
     MMPackB pack_b;
