@@ -32,13 +32,15 @@ TESTS += $(BUILD)/test_vit_grad $(BUILD)/test_vit $(BUILD)/test_vit_cli
 # fastmath.h's error bounds (and libm in float64); fused layers against the
 # unfused ones, in float32 and in float64
 TESTS += $(BUILD)/test_fastmath $(BUILD)/test_fused $(BUILD)/test_fused_f64
+# gemm and the fully connected layer on every kernel family, float32 and float64
+TESTS += $(BUILD)/test_matmul $(BUILD)/test_matmul_f64
 
 BENCHES = $(BUILD)/bench_attention
 # Elementwise and fused layers, unfused against fused: make bench-layers.
 BENCHES += $(BUILD)/bench_layers
 
 .DEFAULT_GOAL := all
-.PHONY: all test bench bench-layers bench-data bench-train venv deps clean
+.PHONY: all test bench bench-layers bench-matmul bench-peak bench-data bench-train venv deps clean
 
 all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE)
 
@@ -51,6 +53,13 @@ bench: $(BENCHES)
 
 bench-layers: $(BUILD)/bench_layers
 	$(BUILD)/bench_layers
+
+# gemm against OpenBLAS's sgemm on the trainers' shapes (make deps installs OpenBLAS),
+# and the machine's float32 FMA peak.
+bench-matmul: $(BUILD)/bench_matmul
+	$(BUILD)/bench_matmul
+bench-peak: $(BUILD)/bench_peak
+	$(BUILD)/bench_peak
 
 # Speed of tokenising and of image decoding on the real data (make bench-data DATA=folder).
 bench-data: $(BUILD)/bench_data
@@ -66,10 +75,11 @@ venv: $(VENV)/.installed
 bench-train: all $(VENV)/.installed
 	DATA=$(DATA) $(VENV)/bin/python dev/bench_train.py $(BENCH_TRAIN_ARGS)
 
-# Debian packages: cJSON (configs), stb (image decode), PyTorch/numpy (dev/ references only).
+# Debian packages: cJSON (configs), stb (image decode), PyTorch/numpy (dev/ references only),
+# OpenBLAS (make bench-matmul only).
 deps:
 	apt-get update -q
-	apt-get install -y -q build-essential libcjson-dev libstb-dev python3-numpy python3-torch
+	apt-get install -y -q build-essential libcjson-dev libstb-dev python3-numpy python3-torch libopenblas-dev
 
 clean:
 	rm -rf $(BUILD) $(TRAINERS)
@@ -127,6 +137,14 @@ $(BUILD)/test_fused: dev/test/test_fused.c dev/test/testing.h $(HEADERS) | $(BUI
 $(BUILD)/test_fused_f64: dev/test/test_fused.c dev/test/testing.h $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -DREAL_DOUBLE -o $@ $< $(LDLIBS)
 $(BUILD)/bench_layers: dev/bench_layers.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/test_matmul: dev/test/test_matmul.c dev/test/testing.h $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/test_matmul_f64: dev/test/test_matmul.c dev/test/testing.h $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DREAL_DOUBLE -o $@ $< $(LDLIBS)
+$(BUILD)/bench_matmul: dev/bench_matmul.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lopenblas
+$(BUILD)/bench_peak: dev/bench_peak.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(VENV)/.installed: dev/requirements.txt dev/setup_venv.sh
 	VENV=$(VENV) dev/setup_venv.sh
