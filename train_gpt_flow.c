@@ -188,7 +188,7 @@ typedef struct {
     real* ln2;       // (L, B, T, C)
     real* ln2_mean;  // (L, B, T)
     real* ln2_rstd;  // (L, B, T)
-    real* fch;       // (L, B, T, F) MLP hidden before the activation
+    real* fch;       // (L, B, T, F) MLP hidden before the activation (before fc's bias with GELU)
     real* fch_act;   // (L, B, T, F) after the activation (and dropout)
     real* res3;      // (L, B, T, C) stream after the MLP block
     real* lnf;       // (B, T, C)
@@ -384,42 +384,49 @@ static double gpt_forward(GPT* m, const int* inputs, const int* targets, int B, 
     encoder_forward(s->encoded, inputs, p.wte, pos, c->embed_scale, B, T, C);
     if (active(m, c->p_embd) > 0)
         dropout_forward(s->encoded, s->encoded, (long)BT * C, c->p_embd, dropout_key(m, 0));
+    layernorm_forward(s->ln1, s->ln1_mean, s->ln1_rstd, s->encoded, p.ln1w, p.ln1b, BT, C, LAYERNORM_EPS);
     for (int l = 0; l < L; l++) {
         const real* residual = l == 0 ? s->encoded : s->res3 + (l - 1) * sBTC;
         real* ln1 = s->ln1 + l * sBTC;
-        real* ln1_mean = s->ln1_mean + l * sBT;
-        real* ln1_rstd = s->ln1_rstd + l * sBT;
         real* qkv = s->qkv + l * 3 * sBTC;
         real* atty = s->atty + l * sBTC;
         real* cache = s->attcache + l * cache_stride;
         real* res2 = s->res2 + l * sBTC;
         real* ln2 = s->ln2 + l * sBTC;
-        real* ln2_mean = s->ln2_mean + l * sBT;
-        real* ln2_rstd = s->ln2_rstd + l * sBT;
         real* fch = s->fch + l * sBTF;
         real* fch_act = s->fch_act + l * sBTF;
         real* res3 = s->res3 + l * sBTC;
 
-        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * C, p.ln1b + l * C, BT, C, LAYERNORM_EPS);
+        // attention block: res2 = residual + drop(proj(attn(qkv(ln1)))), with ln1 = LN(residual) done
         matmul_forward(qkv, ln1, p.qkvw + (size_t)l * 3 * C * C, p.qkvb + l * 3 * C, BT, C, 3 * C);
         attention_forward(&a, atty, cache, qkv, qkv + C, qkv + 2 * C);
         matmul_forward(s->branch, atty, p.projw + (size_t)l * C * C, p.projb + l * C, BT, C, C);
         if (active(m, c->p_attn) > 0)
             dropout_forward(s->branch, s->branch, (long)BT * C, c->p_attn, dropout_key(m, 1 + 3 * l));
-        residual_forward(res2, residual, s->branch, (long)BT * C);
+        residual_layernorm_forward(res2, ln2, s->ln2_mean + l * sBT, s->ln2_rstd + l * sBT, residual, s->branch,
+                                   p.ln2w + l * C, p.ln2b + l * C, BT, C, LAYERNORM_EPS);
 
-        layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, p.ln2w + l * C, p.ln2b + l * C, BT, C, LAYERNORM_EPS);
-        matmul_forward(fch, ln2, p.fcw + (size_t)l * F * C, p.fcb + l * F, BT, C, F);
-        if (c->relu) relu_forward(fch_act, fch, (long)BT * F);
-        else gelu_forward(fch_act, fch, (long)BT * F);
+        // MLP block: res3 = res2 + drop(fc2(drop(act(fc(ln2))))); GELU takes fc's bias in its pass
+        if (c->relu) {
+            matmul_forward(fch, ln2, p.fcw + (size_t)l * F * C, p.fcb + l * F, BT, C, F);
+            relu_forward(fch_act, fch, (long)BT * F);
+        } else {
+            matmul_forward(fch, ln2, p.fcw + (size_t)l * F * C, NULL, BT, C, F);
+            bias_gelu_forward(fch_act, fch, p.fcb + l * F, BT, F);
+        }
         if (active(m, c->p_hidden) > 0)
             dropout_forward(fch_act, fch_act, (long)BT * F, c->p_hidden, dropout_key(m, 2 + 3 * l));
         matmul_forward(s->branch, fch_act, p.fc2w + (size_t)l * C * F, p.fc2b + l * C, BT, F, C);
         if (active(m, c->p_resid) > 0)
             dropout_forward(s->branch, s->branch, (long)BT * C, c->p_resid, dropout_key(m, 3 + 3 * l));
-        residual_forward(res3, res2, s->branch, (long)BT * C);
+        // the next LayerNorm (the next layer's first, or the final one) in the same pass
+        int last = l == L - 1;
+        residual_layernorm_forward(res3, last ? s->lnf : s->ln1 + (l + 1) * sBTC,
+                                   last ? s->lnf_mean : s->ln1_mean + (l + 1) * sBT,
+                                   last ? s->lnf_rstd : s->ln1_rstd + (l + 1) * sBT, res2, s->branch,
+                                   last ? p.lnfw : p.ln1w + (l + 1) * C, last ? p.lnfb : p.ln1b + (l + 1) * C,
+                                   BT, C, LAYERNORM_EPS);
     }
-    layernorm_forward(s->lnf, s->lnf_mean, s->lnf_rstd, s->res3 + (L - 1) * sBTC, p.lnfw, p.lnfb, BT, C, LAYERNORM_EPS);
     matmul_forward(s->logits, s->lnf, c->tied ? p.wte : p.lm_head, NULL, BT, C, V);
     if (targets == NULL) return -1;
     crossentropy_forward(s->losses, s->lse, s->logits, targets, BT, V);
@@ -481,12 +488,16 @@ static void gpt_backward(GPT* m, real dloss) {
             dact = dh2;
         }
         real* dpre = dact == dh1 ? dh2 : dh1;
-        memset(dpre, 0, nBTF * sizeof(real));
-        if (c->relu) relu_backward(dpre, fch, dact, (long)nBTF);
-        else gelu_backward(dpre, fch, dact, (long)nBTF);
         memset(s->dln, 0, nBTC * sizeof(real));
-        matmul_backward(s->dln, g.fcw + (size_t)l * F * C, g.fcb + l * F, dpre, ln2,
-                        p.fcw + (size_t)l * F * C, BT, C, F);
+        if (c->relu) {
+            memset(dpre, 0, nBTF * sizeof(real));
+            relu_backward(dpre, fch, dact, (long)nBTF);
+            matmul_backward(s->dln, g.fcw + (size_t)l * F * C, g.fcb + l * F, dpre, ln2,
+                            p.fcw + (size_t)l * F * C, BT, C, F);
+        } else {
+            bias_gelu_backward(dpre, g.fcb + l * F, dact, fch, p.fcb + l * F, BT, F);
+            matmul_backward(s->dln, g.fcw + (size_t)l * F * C, NULL, dpre, ln2, p.fcw + (size_t)l * F * C, BT, C, F);
+        }
         layernorm_backward(s->dres, g.ln2w + l * C, g.ln2b + l * C, s->dln, res2, p.ln2w + l * C,
                            s->ln2_mean + l * sBT, s->ln2_rstd + l * sBT, BT, C);
 

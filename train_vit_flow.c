@@ -192,7 +192,7 @@ typedef struct {
     real* attb;              // (B, T, C) projection (after dropout), before LayerScale
     real* res2;              // (B, T, C) stream after the attention branch
     real *ln2, *ln2_mean, *ln2_rstd;
-    real* fch;               // (B, T, F) before GELU
+    real* fch;               // (B, T, F) before fc's bias and GELU
     real* fch_act;           // (B, T, F) after GELU (and dropout)
     real* mlpb;              // (B, T, C) MLP output (after dropout), before LayerScale
     real* res3;              // (B, T, C) block output
@@ -460,8 +460,8 @@ static double vit_forward(ViT* m, const real* images, const real* targets, int B
         droppath_add_forward(x->res2, x->inp, branch, B, (long)m->T[s] * C, pp, dropout_key(m, 5 * l + 3));
 
         layernorm_forward(x->ln2, x->ln2_mean, x->ln2_rstd, x->res2, w->ln2w, w->ln2b, BT, C, c->ln_eps);
-        matmul_forward(x->fch, x->ln2, w->fcw, w->fcb, BT, C, F);
-        gelu_forward(x->fch_act, x->fch, (long)BT * F);
+        matmul_forward(x->fch, x->ln2, w->fcw, NULL, BT, C, F); // GELU adds the bias in its pass
+        bias_gelu_forward(x->fch_act, x->fch, w->fcb, BT, F);
         if (pd > 0) dropout_forward(x->fch_act, x->fch_act, (long)BT * F, pd, dropout_key(m, 5 * l + 1));
         matmul_forward(x->mlpb, x->fch_act, w->fc2w, w->fc2b, BT, F, C);
         if (pd > 0) dropout_forward(x->mlpb, x->mlpb, (long)BT * C, pd, dropout_key(m, 5 * l + 2));
@@ -541,10 +541,9 @@ static void vit_backward(ViT* m, real dloss) {
         matmul_backward(m->dh1, gw->fc2w, gw->fc2b, dmlp, x->fch_act, w->fc2w, BT, F, C);
         real* dact = through_dropout(m->dh1, m->dh2, (long)nF, pd, dropout_key(m, 5 * l + 1));
         real* dpre = dact == m->dh1 ? m->dh2 : m->dh1;
-        memset(dpre, 0, nF * sizeof(real));
-        gelu_backward(dpre, x->fch, dact, (long)nF);
+        bias_gelu_backward(dpre, gw->fcb, dact, x->fch, w->fcb, BT, F);
         memset(m->dln, 0, nC * sizeof(real));
-        matmul_backward(m->dln, gw->fcw, gw->fcb, dpre, x->ln2, w->fcw, BT, C, F);
+        matmul_backward(m->dln, gw->fcw, NULL, dpre, x->ln2, w->fcw, BT, C, F);
         layernorm_backward(m->dres, gw->ln2w, gw->ln2b, m->dln, x->res2, w->ln2w, x->ln2_mean, x->ln2_rstd, BT, C);
 
         // attention branch: res2 = inp + droppath(ls1 * drop(proj(attn(qkv(ln1(inp))))))

@@ -8,6 +8,7 @@
 #include <omp.h>
 #include "utils/real.h"
 #include "utils/utils.h"
+#include "utils/scratch.h"
 #include "layers/fastmath.h"
 #include "utils/params.h"
 
@@ -48,7 +49,8 @@ static void adamw_update(real* params, const real* grads, real* m, real* v, long
 static double grad_norm(const real* grads, long N) {
     const long chunk = 1 << 16;
     long nchunks = (N + chunk - 1) / chunk;
-    double* partial = (double*)malloc_check(sizeof(double) * (nchunks > 0 ? nchunks : 1));
+    static Scratch scratch;
+    double* partial = (double*)scratch_get(&scratch, sizeof(double) * (nchunks > 0 ? nchunks : 1));
 #pragma omp parallel for
     for (long c = 0; c < nchunks; c++) {
         long end = (c + 1) * chunk < N ? (c + 1) * chunk : N;
@@ -59,7 +61,6 @@ static double grad_norm(const real* grads, long N) {
     }
     double total = 0;
     for (long c = 0; c < nchunks; c++) total += partial[c];
-    free(partial);
     return sqrt(total);
 }
 

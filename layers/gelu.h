@@ -13,6 +13,7 @@
 #include "layers/fastmath.h"
 #include "layers/colsum.h"
 #include "utils/utils.h"
+#include "utils/scratch.h"
 
 #define GELU_SCALE ((real)0.7978845608028654) // sqrt(2/pi)
 #define GELU_CUBIC ((real)0.044715)
@@ -62,7 +63,8 @@ static void bias_gelu_forward(real* out, const real* inp, const real* bias, int 
 static void bias_gelu_backward(real* dinp, real* dbias, const real* dout, const real* inp,
                                const real* bias, int N, int C) {
     int nblocks = colsum_blocks(N);
-    real* partial = (real*)malloc_check((size_t)nblocks * C * sizeof(real));
+    static Scratch scratch;
+    real* partial = (real*)scratch_get(&scratch, (size_t)nblocks * C * sizeof(real));
 #pragma omp parallel for
     for (int b = 0; b < nblocks; b++) {
         real* db = partial + (long)b * C;
@@ -81,7 +83,6 @@ static void bias_gelu_backward(real* dinp, real* dbias, const real* dout, const 
         }
     }
     colsum_reduce(dbias, partial, nblocks, C);
-    free(partial);
 }
 
 #endif

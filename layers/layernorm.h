@@ -9,6 +9,7 @@
 #include "utils/real.h"
 #include "layers/colsum.h"
 #include "utils/utils.h"
+#include "utils/scratch.h"
 
 #define LAYERNORM_EPS ((real)1e-5)
 
@@ -75,7 +76,8 @@ static void layernorm_backward(real* dinp, real* dweight, real* dbias, const rea
                                const real* inp, const real* weight, const real* mean,
                                const real* rstd, int N, int C) {
     int nblocks = colsum_blocks(N);
-    real* partial = (real*)malloc_check(2 * (size_t)nblocks * C * sizeof(real));
+    static Scratch scratch;
+    real* partial = (real*)scratch_get(&scratch, 2 * (size_t)nblocks * C * sizeof(real));
     real* partial_w = partial;
     real* partial_b = partial + (size_t)nblocks * C;
 #pragma omp parallel for
@@ -109,7 +111,6 @@ static void layernorm_backward(real* dinp, real* dweight, real* dbias, const rea
     }
     colsum_reduce(dweight, partial_w, nblocks, C);
     colsum_reduce(dbias, partial_b, nblocks, C);
-    free(partial);
 }
 
 #endif
