@@ -345,6 +345,16 @@ static double gpt_memory(const GPTConfig* c, int B, int T) {
     return reals * sizeof(real);
 }
 
+// FLOPs of a forward and backward pass over B x T tokens: 2 for each multiply-add
+// of the linear layers forward, 4 backward (input and weight gradients), and the
+// attention kernels' own count.
+static double gpt_flops(const GPT* m, int B, int T) {
+    const GPTConfig* c = &m->config;
+    double macs = (double)c->L * (4.0 * c->C * c->C + 2.0 * c->C * c->F) + (double)c->C * c->V;
+    Attention a = gpt_attention(m, B, T);
+    return 6.0 * macs * B * T + c->L * attention_flops(&a);
+}
+
 // Key of dropout site `site` (0: embeddings; 1 + 3l + {0,1,2}: layer l's
 // attention output, MLP hidden, MLP output) in the current forward pass.
 static uint64_t dropout_key(const GPT* m, int site) {
@@ -834,7 +844,7 @@ int main(int argc, char** argv) {
         AdamW opt = {cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip};
         int random = strcmp(cfg.sampling, "random") == 0;
         Progress prog = progress_start(cfg.steps, (double)B * T * cfg.grad_accum, "tok", cfg.log_interval,
-                                       cfg.eval_interval, val_data.n > 0);
+                                       cfg.eval_interval, val_data.n > 0, cfg.grad_accum * gpt_flops(&model, B, T));
         for (; step < cfg.steps; step++) {
             if (cfg.eval_interval > 0 && step % cfg.eval_interval == 0 && val_data.n > 0) {
                 EvalResult r = evaluate(&model, &val_data, B, T, cfg.context_window, cfg.eval_batches, inputs, targets);

@@ -401,6 +401,24 @@ static double vit_memory(const ViTConfig* c, int B) {
     return reals * sizeof(real);
 }
 
+// FLOPs of a forward and backward pass over B images: 2 for each multiply-add of
+// the patch embedding, merges, blocks and head forward, 4 backward, and the
+// attention kernels' own count.
+static double vit_flops(const ViT* m, int B) {
+    const ViTConfig* c = &m->config;
+    double macs = (double)m->side[0] * m->side[0] * c->dims[0] * c->P * c->P * c->Cin;
+    for (int s = 1; s < c->nstages; s++) macs += (double)m->T[s] * c->dims[s] * 4 * c->dims[s - 1];
+    double attention = 0;
+    for (int l = 0; l < m->L; l++) {
+        int s = m->stage_of[l];
+        macs += (double)m->T[s] * (4.0 * c->dims[s] * c->dims[s] + 2.0 * c->dims[s] * c->ffn[s]);
+        Attention a = vit_attention(m, s, B);
+        attention += attention_flops(&a);
+    }
+    macs += (double)c->dims[c->nstages - 1] * c->K;
+    return 6.0 * macs * B + attention;
+}
+
 // Key of dropout site `site` (block l: 5l + {0: attention output, 1: MLP hidden,
 // 2: MLP output, 3: attention drop-path, 4: MLP drop-path}) in the current pass.
 static uint64_t dropout_key(const ViT* m, int site) {
@@ -830,7 +848,8 @@ int main(int argc, char** argv) {
                n, have_val ? val_data.set.count : 0, B, cfg.grad_accum, per_epoch, total, sched.warmup, mc.S,
                cfg.pad, cfg.flip, cfg.label_smoothing, cfg.mixup, cfg.cutmix);
         Progress prog = progress_start(total, per_update, "img", cfg.log_interval,
-                                       cfg.eval_interval > 0 ? cfg.eval_interval : (int)per_epoch, have_val);
+                                       cfg.eval_interval > 0 ? cfg.eval_interval : (int)per_epoch, have_val,
+                                       cfg.grad_accum * vit_flops(&model, B));
         int evaluated = 0;
         for (; step < total; step++) {
             progress_begin(&prog);

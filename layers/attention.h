@@ -24,13 +24,13 @@
 
 static const AttentionKind ATTENTION_KINDS[] = {
     {"flow", "Flow-Attention (Flowformer), linear in the sequence", flow_attention_cache_size,
-     flow_attention_state_size, flow_attention_check, flow_attention_forward, flow_attention_backward,
+     flow_attention_state_size, flow_attention_flops, flow_attention_check, flow_attention_forward, flow_attention_backward,
      flow_attention_step},
     {"softmax", "softmax attention, scores scaled by 1/sqrt(D) (the vanilla Transformer)",
-     softmax_attention_cache_size, softmax_attention_state_size, NULL, softmax_attention_forward,
+     softmax_attention_cache_size, softmax_attention_state_size, softmax_attention_flops, NULL, softmax_attention_forward,
      softmax_attention_backward, softmax_attention_step},
     {"linear", "linear attention with feature map elu(x)+1 (Katharopoulos et al. 2020)",
-     linear_attention_cache_size, linear_attention_state_size, NULL, linear_attention_forward,
+     linear_attention_cache_size, linear_attention_state_size, linear_attention_flops, NULL, linear_attention_forward,
      linear_attention_backward, linear_attention_step},
 };
 #define NUM_ATTENTION_KINDS ((int)(sizeof(ATTENTION_KINDS) / sizeof(ATTENTION_KINDS[0])))
@@ -90,6 +90,9 @@ static int attention_head_size(int C, int H) {
 // Reals the forward pass saves for the backward pass, per call: a few per
 // (batch, head, position), never anything of size L*S or L*D*M.
 static size_t attention_cache_size(const Attention* a) { return a->kind->cache_size(a); }
+
+// FLOPs of one forward and backward pass.
+static double attention_flops(const Attention* a) { return a->kind->flops(a); }
 
 // out (B,L,H*M) = attention(q, k, v); cache gets attention_cache_size(a) reals.
 static void attention_forward(const Attention* a, real* out, real* cache,

@@ -31,6 +31,9 @@ struct AttentionKind {
     size_t (*cache_size)(const Attention* a);
     // reals of recurrent state per (batch element, head), for sequences up to max_T
     size_t (*state_size)(const Attention* a, int max_T);
+    // floating-point operations of one forward and backward pass of the call, as the
+    // kernels do them (for the trainers' model-FLOPs utilisation)
+    double (*flops)(const Attention* a);
     // stops with a message when a setting of this kind is out of range (NULL: none)
     void (*check)(const Attention* a);
     void (*forward)(const Attention* a, real* out, real* cache, const real* q, const real* k, const real* v);

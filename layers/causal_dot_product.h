@@ -23,6 +23,21 @@
 // adds C (M,N) = A (M,K) B (K,N), with the strides of A and B expressing transposes.
 // Called from inside the per-head parallel loop, it runs on its caller's thread.
 
+// FLOPs of the forward and backward pass of one head's product over T positions.
+// Per chunk of n positions: forward q state, q k^T, scores w, the state update (4
+// products); backward 11 products, 5 of them (D x M) and 6 (n x n). So per
+// position about 14 D M + 8 n (D + M) (the masked half of each block is computed too).
+static double causal_dot_product_flops(int T, int D, int M) {
+    double n = T < CDP_CHUNK ? T : CDP_CHUNK;
+    return (double)T * (14.0 * D * M + 8.0 * n * (D + M));
+}
+
+// The same for the bidirectional product (L queries, S keys): kv = k^T w and q kv
+// forward; kv again, dq, dkv, dk, dw backward.
+static double full_dot_product_flops(int L, int S, int D, int M) {
+    return 2.0 * D * M * (4.0 * S + 3.0 * L);
+}
+
 // Zeroes scores[i][j] for j > i (the future) in an n x n block of row stride CDP_CHUNK.
 static void mask_future(real* scores, int n) {
     for (int i = 0; i < n; i++)

@@ -392,6 +392,14 @@ static size_t flow_attention_cache_size(const Attention* a) {
     return (size_t)a->B * a->H * flow_cache_per_head(a->L, a->S);
 }
 
+// The products, plus about 60 operations per position and feature for the scans,
+// the features and their gradients.
+static double flow_attention_flops(const Attention* a) {
+    double product = a->causal ? causal_dot_product_flops(a->L, a->D, a->M)
+                               : full_dot_product_flops(a->L, a->S, a->D, a->M);
+    return (double)a->B * a->H * (product + 60.0 * (a->L + a->S) * a->D);
+}
+
 static void flow_attention_check(const Attention* a) {
     if (!(a->clamp > 0 && a->clamp <= FLOW_MAX_CLAMP))
         fail("attention: flow clamp bound must be in (0, %g], got %g", (double)FLOW_MAX_CLAMP, (double)a->clamp);

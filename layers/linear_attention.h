@@ -127,6 +127,14 @@ static void linear_attention_backward(const Attention* a, real* dq, real* dk, re
     }
 }
 
+// The products, plus about 20 operations per position and feature for the features,
+// the normaliser and their gradients.
+static double linear_attention_flops(const Attention* a) {
+    double product = a->causal ? causal_dot_product_flops(a->L, a->D, a->M)
+                               : full_dot_product_flops(a->L, a->S, a->D, a->M);
+    return (double)a->B * a->H * (product + 20.0 * (a->L + a->S) * a->D);
+}
+
 static size_t linear_attention_cache_size(const Attention* a) { return (size_t)a->B * a->H * a->L; }
 
 // Recurrent form: state = kv (D*M) and z (D), the running sums over positions 0..t.

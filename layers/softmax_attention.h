@@ -110,6 +110,14 @@ static void softmax_attention_backward(const Attention* a, real* dq, real* dk, r
     }
 }
 
+// Forward: scores q k^T and p v; backward: scores again, dout v^T, dq, dk, dv: 7
+// products over the query-key pairs a block computes (causal blocks stop at their
+// last query, so about half), each 2 (D or M) FLOPs a pair.
+static double softmax_attention_flops(const Attention* a) {
+    double pairs = a->causal ? (double)a->L * (a->L + SM_BLOCK) / 2 : (double)a->L * a->S;
+    return (double)a->B * a->H * pairs * (8.0 * a->D + 6.0 * a->M);
+}
+
 static size_t softmax_attention_cache_size(const Attention* a) { return (size_t)a->B * a->H * a->L; }
 
 // Recurrent form: the state holds every key and value seen, (D+M) reals per position.
