@@ -28,10 +28,13 @@ typedef struct {
 
 static Progress progress_start(long total, double items, const char* unit, int log_interval, int eval_every,
                                int evaluates, double flops) {
-    Peak peak = peak_measure(omp_get_max_threads());
-    printf("%.2f GFLOP per update; this machine's fp32 peak %.1f GFLOP/s (%s, %d threads)\n", flops * 1e-9,
-           peak.gflops, peak.isa, omp_get_max_threads());
-    Progress p = {total, items, unit, log_interval, eval_every, evaluates, 0, flops, peak.gflops * 1e9,
+    // one core's peak times the threads: measuring all threads at once on a busy
+    // machine measures the other programs more than the cores
+    int threads = omp_get_max_threads();
+    Peak peak = peak_measure(1);
+    printf("%.2f GFLOP per update; this machine's fp32 peak %.1f GFLOP/s (%s, %d threads x %.1f)\n", flops * 1e-9,
+           peak.gflops * threads, peak.isa, threads, peak.gflops);
+    Progress p = {total, items, unit, log_interval, eval_every, evaluates, 0, flops, peak.gflops * threads * 1e9,
                   omp_get_wtime(), 0, 0, 0};
     return p;
 }
