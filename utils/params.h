@@ -66,9 +66,11 @@ static void params_add(Parameters* P, const char* name, real** param, real** gra
 }
 
 // params_add with the shape written out: PARAM(P, "qkvw", &p.qkvw, &g.qkvw, INIT_NORMAL, std, 1, L, 3 * C, C)
-#define PARAM(P, name, param, grad, init, value, decay, ...) \
-    params_add((P), (name), (param), (grad), (init), (value), (decay), \
-               (int)(sizeof((long[]){__VA_ARGS__}) / sizeof(long)), (long[]){__VA_ARGS__})
+#define PARAM(P, name, param, grad, init, value, decay, ...) do { \
+        const long dims_[] = {__VA_ARGS__}; \
+        params_add((P), (name), (param), (grad), (init), (value), (decay), \
+                   (int)(sizeof dims_ / sizeof dims_[0]), dims_); \
+    } while (0)
 
 // Allocates the four arrays for the tensors added so far (gradients and moments
 // zeroed) and points the model's pointers into them.
