@@ -102,7 +102,7 @@ static Dist dist_init(int* argc, char*** argv) {
         omp_set_num_threads(threads > 1 ? threads : 1);
     }
     if (d.rank == 0 && d.size > 1)
-        printf("mpi: %d ranks, %d on this host, %d threads each\n", d.size, d.local_size, omp_get_max_threads());
+        printf("mpi: %d ranks, %d on this host, %d threads on rank 0\n", d.size, d.local_size, omp_get_max_threads());
     if (d.rank != 0 && freopen("/dev/null", "w", stdout) == NULL) fail("rank %d: cannot silence stdout", d.rank);
     return d;
 }
@@ -145,6 +145,11 @@ static void dist_gather(const real* part, real* out, const int* counts, const in
     MPI_Gatherv(part, counts[rank], DIST_REAL, out, counts, displs, DIST_REAL, 0, MPI_COMM_WORLD);
 }
 
+// Every rank's part gets its part (at displs[r]) of rank 0's x.
+static void dist_scatter(const real* x, real* part, const int* counts, const int* displs, int rank) {
+    MPI_Scatterv(x, counts, displs, DIST_REAL, part, counts[rank], DIST_REAL, 0, MPI_COMM_WORLD);
+}
+
 // Lets started operations advance: Open MPI moves non-blocking collectives only
 // inside MPI calls, so the backward pass calls this between layers.
 static void dist_progress(DistRequest* req) {
@@ -165,6 +170,7 @@ static void dist_allreduce_start(real* x, long n, DistRequest* req) {}
 static void dist_reduce_scatter_start(const real* x, real* out, const int* counts, DistRequest* req) {}
 static void dist_allgather_start(real* x, const int* counts, const int* displs, DistRequest* req) {}
 static void dist_gather(const real* part, real* out, const int* counts, const int* displs, int rank) {}
+static void dist_scatter(const real* x, real* part, const int* counts, const int* displs, int rank) {}
 static void dist_progress(DistRequest* req) {}
 static void dist_wait(DistRequest* req) {}
 
@@ -361,24 +367,25 @@ static void dist_params_zero_shard(DistParams* dp) {
 
 // Once the buckets are declared, and rank 0's Parameters restored or initialised:
 // checks the buckets, gives every rank rank 0's parameters and moments (so that
-// no rank starts from a replica of its own), and lays out this rank's shard; with
-// ZeRO-1 the shard takes its part of the moments and the Parameters' are freed.
+// no rank starts from a replica of its own), and lays out this rank's shard. With
+// ZeRO-1 each rank gets only its part of the moments, in the shard, and the
+// Parameters' are freed (on ranks other than 0 never touched, so never resident).
 static void dist_params_share(DistParams* dp) {
     Parameters* P = dp->P;
+    const Dist* d = dp->dist;
     dist_params_check_buckets(dp);
-    dist_broadcast(dp->dist, P->params, (size_t)P->count * sizeof(real));
-    dist_broadcast(dp->dist, P->m, (size_t)P->count * sizeof(real));
-    dist_broadcast(dp->dist, P->v, (size_t)P->count * sizeof(real));
+    dist_broadcast(d, P->params, (size_t)P->count * sizeof(real));
     if (!dp->zero) {
+        dist_broadcast(d, P->m, (size_t)P->count * sizeof(real));
+        dist_broadcast(d, P->v, (size_t)P->count * sizeof(real));
         dp->shard = param_shard_whole(P);
         return;
     }
     dist_params_zero_shard(dp);
-    const ParamShard* s = &dp->shard;
-    for (int i = 0; i < s->npieces; i++) {
-        const ShardPiece* p = &s->pieces[i];
-        memcpy(s->m + p->at, P->m + p->offset, (size_t)p->count * sizeof(real));
-        memcpy(s->v + p->at, P->v + p->offset, (size_t)p->count * sizeof(real));
+    for (int i = 0; i < dp->nmsgs; i++) {
+        const DistMessage* msg = &dp->msgs[i];
+        dist_scatter(P->m + msg->offset, dp->shard.m + msg->at, msg->counts, msg->displs, d->rank);
+        dist_scatter(P->v + msg->offset, dp->shard.v + msg->at, msg->counts, msg->displs, d->rank);
     }
     free(P->m);
     free(P->v);

@@ -3,8 +3,8 @@
 #  - equivalence: with the same global batch, 2 ranks and 1 rank (with gradient
 #    accumulation standing in for the second rank) give the same loss at each of 20
 #    updates to 1e-5 relative, for both trainers, with and without --zero 1; the ViT
-#    also with mixup and cutmix (whose images pair across the ranks); a checkpoint
-#    written by 2 ranks resumes on 1 with the same next losses
+#    also with mixup and cutmix (whose images pair across the ranks); checkpoints
+#    written by 2 ranks resume on 1, and by 1 on 2 with --zero 1, with the same next losses
 #  - real hosts: two network namespaces joined by a veth pair, one rank in each,
 #    TCP between them, the same equivalence (skipped where namespaces cannot be made)
 #  - faults: a rank killed with SIGKILL stops the run within 60 s with a message
@@ -116,6 +116,10 @@ run gpt_resume "$GPT" --resume "$tmp/gpt2z_10.bin" --log_file "$tmp/gpt_resume.j
     --checkpoint "$tmp/gpt_resume.bin"
 expect_same "gpt: the 2-rank --zero 1 checkpoint of update 10 resumed on 1 rank" "$tmp/gpt2z.jsonl" \
     "$tmp/gpt_resume.jsonl" 11 20
+run gpt_resume2 $MPIRUN -np 2 "$GPT" --resume "$tmp/gpt1_10.bin" --zero 1 --log_file "$tmp/gpt_resume2.jsonl" \
+    --checkpoint "$tmp/gpt_resume2.bin"
+expect_same "gpt: the 1-rank checkpoint of update 10 resumed on 2 ranks with --zero 1" "$tmp/gpt1.jsonl" \
+    "$tmp/gpt_resume2.jsonl" 11 20
 
 vit vit1 1 4 2
 vit vit2 2 8 1
@@ -126,6 +130,10 @@ run vit_resume "$VIT" --resume "$tmp/vit2_10.bin" --log_file "$tmp/vit_resume.js
     --checkpoint "$tmp/vit_resume.bin"
 expect_same "vit: the 2-rank checkpoint of update 10 resumed on 1 rank" "$tmp/vit2.jsonl" \
     "$tmp/vit_resume.jsonl" 11 20
+run vit_resume2 $MPIRUN -np 2 "$VIT" --resume "$tmp/vit1_10.bin" --zero 1 --log_file "$tmp/vit_resume2.jsonl" \
+    --checkpoint "$tmp/vit_resume2.bin"
+expect_same "vit: the 1-rank checkpoint of update 10 resumed on 2 ranks with --zero 1" "$tmp/vit1.jsonl" \
+    "$tmp/vit_resume2.jsonl" 11 20
 # mixup and cutmix pair image b with image B-1-b of the micro-batch, which another rank computes
 vit vitmix1 1 8 1 --mixup 0.8 --cutmix 1.0
 vit vitmix2 2 8 1 --mixup 0.8 --cutmix 1.0 --zero 1
