@@ -924,15 +924,15 @@ int main(int argc, char** argv) {
             double loss = 0;
             model.training = 1;
             for (int micro = 0; micro < cfg.grad_accum; micro++) {
-                int n = image_batch_part(which, B, (int)lo, (int)hi, mixing);
-                image_loader_next(&train_data, (uint64_t)cfg.seed, data_pos, which, n);
+                int reads = image_batch_part(which, B, (int)lo, (int)hi, mixing);
+                image_loader_next(&train_data, (uint64_t)cfg.seed, data_pos, which, reads);
                 data_pos += B;
-                image_loader_crops(images, &train_data, n, which, B, mc.S, cfg.pad, cfg.flip, &rng, mean, std);
-                soft_targets_from_labels(targets, train_data.labels, (real)cfg.label_smoothing, n, mc.K);
+                image_loader_crops(images, &train_data, reads, which, B, mc.S, cfg.pad, cfg.flip, &rng, mean, std);
+                soft_targets_from_labels(targets, train_data.labels, (real)cfg.label_smoothing, reads, mc.K);
                 if (mixing) {
                     int cut = cfg.cutmix > 0 && (cfg.mixup <= 0 || rng_uniform(&rng) < 0.5);
                     double lam = rng_beta(&rng, cut ? cfg.cutmix : cfg.mixup);
-                    augment_mix(&rng, images, targets, mix_copy, n, mc.S, mc.Cin, mc.K, lam, cut);
+                    augment_mix(&rng, images, targets, mix_copy, reads, mc.S, mc.Cin, mc.K, lam, cut);
                 }
                 model.first_sample = (long)micro * B + lo;
                 // the last micro-batch's backward pass starts summing each finished bucket across the ranks

@@ -79,7 +79,7 @@ static int eval_windows_next(EvalWindows* w, const TokenData* d, int B, int lo, 
     int b = 0;
     for (; b < B && w->scored_upto < d->n - 1; b++) {
         long s = w->next_start < d->n - 1 - T ? w->next_start : d->n - 1 - T;
-        for (int t = 0; t < T && b >= lo && b < hi; t++) {
+        for (int t = 0; t < T && b >= lo && b < hi; t++) { // only this rank's windows are filled
             inputs[(b - lo) * T + t] = (int)d->tokens[s + t];
             long j = s + t + 1;
             targets[(b - lo) * T + t] = j > w->scored_upto ? (int)d->tokens[j] : -1;
