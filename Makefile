@@ -1,4 +1,5 @@
 # flowformer.c: `make` builds the trainers and tools, `make test` runs the suite,
+# `make USE_MPI=1` builds the trainers with MPI, `make test-mpi` checks them under mpirun,
 # `make bench` prints the benchmark tables, `make deps` installs what is needed,
 # `make venv` creates the PyTorch peer's virtual environment and `make bench-train`
 # times the C trainers against it.
@@ -13,6 +14,15 @@ BUILD = build
 HEADERS = $(wildcard layers/*.h) $(wildcard utils/*.h)
 # Where `make bench-data` finds the real data sets.
 DATA ?= ../shared/data
+# USE_MPI=1: the trainers are built with Open MPI's mpicc to run under mpirun
+# (utils/dist.h); without it they do not depend on MPI.
+USE_MPI ?= 0
+MPICC ?= mpicc
+MPI_FLAGS = -DUSE_MPI
+TRAINER_CC = $(if $(filter 1,$(USE_MPI)),$(MPICC),$(CC))
+TRAINER_FLAGS = $(if $(filter 1,$(USE_MPI)),$(MPI_FLAGS))
+# Switching USE_MPI rebuilds the trainers: each setting has its own stamp file.
+MPI_STAMP = $(BUILD)/use_mpi-$(USE_MPI)
 
 # ---- targets ------------------------------------------------------------------
 
@@ -35,17 +45,32 @@ TESTS += $(BUILD)/test_fastmath $(BUILD)/test_fused $(BUILD)/test_fused_f64
 # gemm and the fully connected layer on every kernel family, float32 and float64
 TESTS += $(BUILD)/test_matmul $(BUILD)/test_matmul_f64
 
+# The trainers built with MPI, apart from the normal ones, for `make test-mpi`
+# (dev/test/test_mpi.sh: equivalence of 1 and 2 ranks, with ZeRO-1, resume, two
+# network namespaces over TCP, a killed rank, bad launches), and the all-reduce
+# benchmark behind the README's figures (`make bench-allreduce`).
+MPI_BUILD = $(BUILD)/mpi
+MPI_TRAINERS = $(MPI_BUILD)/train_gpt_flow $(MPI_BUILD)/train_vit_flow
+
 BENCHES = $(BUILD)/bench_attention
 # Elementwise and fused layers, unfused against fused: make bench-layers.
 BENCHES += $(BUILD)/bench_layers
 
 .DEFAULT_GOAL := all
-.PHONY: all test bench bench-layers bench-matmul bench-peak bench-data bench-train venv deps clean
+.PHONY: all test test-mpi bench bench-layers bench-matmul bench-peak bench-data bench-train bench-allreduce venv deps clean
 
 all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE)
 
 test: $(TESTS)
 	@dev/run_tests.sh $(TESTS)
+
+test-mpi: $(MPI_TRAINERS) $(BUILD)/prepare_images $(SHAKESPEARE)
+	@dev/run_tests.sh dev/test/test_mpi.sh
+
+# All-reduce time of the paper's WikiText-103 model's gradients, 2 ranks over
+# shared memory and over TCP between two network namespaces (root only).
+bench-allreduce: $(MPI_BUILD)/bench_allreduce
+	dev/bench_allreduce.sh
 
 bench: $(BENCHES)
 	$(BUILD)/bench_attention
@@ -76,10 +101,12 @@ bench-train: all $(VENV)/.installed
 	DATA=$(DATA) $(VENV)/bin/python dev/bench_train.py $(BENCH_TRAIN_ARGS)
 
 # Debian packages: cJSON (configs), stb (image decode), PyTorch/numpy (dev/ references only),
-# OpenBLAS (make bench-matmul only).
+# OpenBLAS (make bench-matmul only), Open MPI (make USE_MPI=1, make test-mpi), iproute2
+# (the network namespaces of make test-mpi).
 deps:
 	apt-get update -q
-	apt-get install -y -q build-essential libcjson-dev libstb-dev python3-numpy python3-torch libopenblas-dev
+	apt-get install -y -q build-essential libcjson-dev libstb-dev python3-numpy python3-torch libopenblas-dev \
+		libopenmpi-dev openmpi-bin iproute2
 
 clean:
 	rm -rf $(BUILD) $(TRAINERS)
@@ -89,8 +116,19 @@ clean:
 $(BUILD):
 	mkdir -p $(BUILD)
 
-train_%: train_%.c $(HEADERS)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lcjson
+$(MPI_STAMP): | $(BUILD)
+	rm -f $(BUILD)/use_mpi-*
+	touch $@
+
+train_%: train_%.c $(HEADERS) $(MPI_STAMP)
+	$(TRAINER_CC) $(CFLAGS) $(TRAINER_FLAGS) -o $@ $< $(LDLIBS) -lcjson
+
+$(MPI_BUILD)/train_%: train_%.c $(HEADERS)
+	mkdir -p $(MPI_BUILD)
+	$(MPICC) $(CFLAGS) $(MPI_FLAGS) -o $@ $< $(LDLIBS) -lcjson
+$(MPI_BUILD)/bench_allreduce: dev/bench_allreduce.c train_gpt_flow.c $(HEADERS)
+	mkdir -p $(MPI_BUILD)
+	$(MPICC) $(CFLAGS) $(MPI_FLAGS) -DTESTING -o $@ $< $(LDLIBS) -lcjson
 
 $(BUILD)/prepare_%: data/prepare_%.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)

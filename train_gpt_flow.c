@@ -12,7 +12,9 @@ positions, then pre-LayerNorm blocks x += Attn(LN(x)), x += MLP(LN(x)), a final
 LayerNorm and an output layer tied to the token embedding (or untied).
 Attention is any kind of layers/attention.h: "flow" (causal Flow-Attention),
 "softmax" or "linear". Settings, resuming, checkpoints and the log are
-utils/run.h's; batches come from utils/token_loader.h.
+utils/run.h's; batches come from utils/token_loader.h. Under mpirun, each rank
+computes its part of every batch and the gradients are summed across the ranks
+(utils/dist.h).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,7 @@ utils/run.h's; batches come from utils/token_loader.h.
 #include "utils/progress.h"
 #include "utils/token_loader.h"
 #include "utils/vocab.h"
+#include "utils/dist.h"
 
 // ----------------------------------------------------------------------------
 // Configuration: every setting of a run, with its default (the default run:
@@ -66,6 +69,7 @@ typedef struct {
     int decay_embeddings;
     double grad_clip;
     int seed;
+    int zero;
     // evaluation and output
     int eval_interval, eval_batches, context_window;
     char log_file[CONFIG_STR], checkpoint[CONFIG_STR];
@@ -101,7 +105,7 @@ static const ConfigField CONFIG_FIELDS[] = {
     F(vocab, CFG_STRING, "data/tinyshakespeare/vocab.txt", NULL, 0,
       "vocabulary file, for the vocabulary size and decoding samples"),
     F(sampling, CFG_STRING, "random", "random|sequential", 0, "training batches: random (seeded) or sequential"),
-    F(batch_size, CFG_INT, "12", "[1, 1048576]", 0, "samples per micro-batch (B)"),
+    F(batch_size, CFG_INT, "12", "[1, 1048576]", 0, "samples per micro-batch (B), split among the ranks"),
     F(grad_accum, CFG_INT, "1", "[1, 1048576]", 0, "micro-batches per update"),
     F(steps, CFG_INT, "2000", "[0, inf)", 0, "optimizer updates"),
     F(schedule, CFG_STRING, "cosine", "cosine|inverse_sqrt|constant", 0, "learning rate schedule"),
@@ -116,6 +120,7 @@ static const ConfigField CONFIG_FIELDS[] = {
     F(decay_embeddings, CFG_BOOL, "true", NULL, 0, "also decay the embeddings (nanoGPT does)"),
     F(grad_clip, CFG_FLOAT, "1.0", "[0, 1e30]", 0, "clip the global gradient norm to this (0: off)"),
     F(seed, CFG_INT, "1337", NULL, 0, "random seed: initialisation, batches, dropout, sampling"),
+    F(zero, CFG_INT, "0", "[0, 1]", 0, "1: each rank keeps AdamW's moments for 1/ranks of the parameters (ZeRO-1)"),
     F(eval_interval, CFG_INT, "250", "[0, inf)", 0,
       "evaluate every this many updates and at the end (0: only at the end)"),
     F(eval_batches, CFG_INT, "0", "[0, inf)", 0,
@@ -221,7 +226,9 @@ typedef struct {
     int* inputs;              // (B, T) of the last forward pass
     int* targets;             // (B, T)
     int training;             // 1: dropout active
-    uint64_t dropout_seed;    // the masks of one forward pass derive from it
+    uint64_t dropout_seed;    // the masks of one update derive from it
+    long first_sample;        // index of the forward pass's first sample in the update's global batch
+    DistParams* dp;           // the backward pass starts summing finished buckets across ranks (NULL: not)
 } GPT;
 
 // GPT-2's initialisation: weights N(0, std), residual projections N(0, std/sqrt(2L)),
@@ -335,12 +342,13 @@ static void gpt_allocate(GPT* m, int B, int T) {
     m->seq_len = T;
 }
 
-// Bytes a run at batches of B x T needs: parameters, gradients, AdamW's moments,
-// activations and their gradients.
-static double gpt_memory(const GPTConfig* c, int B, int T) {
+// Bytes a rank computing batches of B x T needs: parameters, gradients, AdamW's
+// moments (with ZeRO-1, its part), activations and their gradients.
+static double gpt_memory(const GPTConfig* c, int B, int T, const Dist* dist, int zero) {
     GPT m;
     gpt_layout(&m, c);
-    double reals = 4.0 * m.params.count + (double)gpt_carve(&m, NULL, B, T) + (double)c->maxT * c->C;
+    double reals = dist_params_reals(dist, m.params.count, zero) + (double)gpt_carve(&m, NULL, B, T) +
+                   (double)c->maxT * c->C;
     params_free(&m.params);
     return reals * sizeof(real);
 }
@@ -356,9 +364,12 @@ static double gpt_flops(const GPT* m, int B, int T) {
 }
 
 // Key of dropout site `site` (0: embeddings; 1 + 3l + {0,1,2}: layer l's
-// attention output, MLP hidden, MLP output) in the current forward pass.
-static uint64_t dropout_key(const GPT* m, int site) {
-    return rng_hash64(m->dropout_seed ^ rng_hash64((uint64_t)site + 1));
+// attention output, MLP hidden, MLP output) in the current forward pass, with
+// `width` values per position there: each sample's mask is that of its index in
+// the update's global batch, whichever rank or micro-batch computes it.
+static uint64_t dropout_key(const GPT* m, int site, int width) {
+    uint64_t key = rng_hash64(m->dropout_seed ^ rng_hash64((uint64_t)site + 1));
+    return dropout_key_from(key, m->first_sample * m->T * width);
 }
 
 static real active(const GPT* m, real p) { return m->training ? p : 0; }
@@ -393,7 +404,7 @@ static double gpt_forward(GPT* m, const int* inputs, const int* targets, int B, 
 
     encoder_forward(s->encoded, inputs, p.wte, pos, c->embed_scale, B, T, C);
     if (active(m, c->p_embd) > 0)
-        dropout_forward(s->encoded, s->encoded, (long)BT * C, c->p_embd, dropout_key(m, 0));
+        dropout_forward(s->encoded, s->encoded, (long)BT * C, c->p_embd, dropout_key(m, 0, C));
     layernorm_forward(s->ln1, s->ln1_mean, s->ln1_rstd, s->encoded, p.ln1w, p.ln1b, BT, C, LAYERNORM_EPS);
     for (int l = 0; l < L; l++) {
         const real* residual = l == 0 ? s->encoded : s->res3 + (l - 1) * sBTC;
@@ -412,7 +423,7 @@ static double gpt_forward(GPT* m, const int* inputs, const int* targets, int B, 
         attention_forward(&a, atty, cache, qkv, qkv + C, qkv + 2 * C);
         matmul_forward(s->branch, atty, p.projw + (size_t)l * C * C, p.projb + l * C, BT, C, C);
         if (active(m, c->p_attn) > 0)
-            dropout_forward(s->branch, s->branch, (long)BT * C, c->p_attn, dropout_key(m, 1 + 3 * l));
+            dropout_forward(s->branch, s->branch, (long)BT * C, c->p_attn, dropout_key(m, 1 + 3 * l, C));
         residual_layernorm_forward(res2, ln2, s->ln2_mean + l * sBT, s->ln2_rstd + l * sBT, residual, s->branch,
                                    p.ln2w + l * C, p.ln2b + l * C, BT, C, LAYERNORM_EPS);
 
@@ -425,10 +436,10 @@ static double gpt_forward(GPT* m, const int* inputs, const int* targets, int B, 
             bias_gelu_forward(fch_act, fch, p.fcb + l * F, BT, F);
         }
         if (active(m, c->p_hidden) > 0)
-            dropout_forward(fch_act, fch_act, (long)BT * F, c->p_hidden, dropout_key(m, 2 + 3 * l));
+            dropout_forward(fch_act, fch_act, (long)BT * F, c->p_hidden, dropout_key(m, 2 + 3 * l, F));
         matmul_forward(s->branch, fch_act, p.fc2w + (size_t)l * C * F, p.fc2b + l * C, BT, F, C);
         if (active(m, c->p_resid) > 0)
-            dropout_forward(s->branch, s->branch, (long)BT * C, c->p_resid, dropout_key(m, 3 + 3 * l));
+            dropout_forward(s->branch, s->branch, (long)BT * C, c->p_resid, dropout_key(m, 3 + 3 * l, C));
         // the next LayerNorm (the next layer's first, or the final one) in the same pass
         int last = l == L - 1;
         residual_layernorm_forward(res3, last ? s->lnf : s->ln1 + (l + 1) * sBTC,
@@ -474,6 +485,7 @@ static void gpt_backward(GPT* m, real dloss) {
     memset(s->dres, 0, nBTC * sizeof(real));
     layernorm_backward(s->dres, g.lnfw, g.lnfb, s->dln, s->res3 + (L - 1) * sBTC, p.lnfw,
                        s->lnf_mean, s->lnf_rstd, BT, C);
+    dist_params_ready(m->dp, L);
     for (int l = L - 1; l >= 0; l--) {
         const real* residual = l == 0 ? s->encoded : s->res3 + (l - 1) * sBTC;
         real* ln1 = s->ln1 + l * sBTC;
@@ -487,14 +499,14 @@ static void gpt_backward(GPT* m, real dloss) {
 
         // MLP block: res3 = res2 + drop(fc2(drop(act(fc(ln2(res2))))))
         memset(s->dbranch, 0, nBTC * sizeof(real));
-        dropout_backward(s->dbranch, s->dres, (long)nBTC, active(m, c->p_resid), dropout_key(m, 3 + 3 * l));
+        dropout_backward(s->dbranch, s->dres, (long)nBTC, active(m, c->p_resid), dropout_key(m, 3 + 3 * l, C));
         memset(dh1, 0, nBTF * sizeof(real));
         matmul_backward(dh1, g.fc2w + (size_t)l * C * F, g.fc2b + l * C, s->dbranch, fch_act,
                         p.fc2w + (size_t)l * C * F, BT, F, C);
         real* dact = dh1;
         if (active(m, c->p_hidden) > 0) {
             memset(dh2, 0, nBTF * sizeof(real));
-            dropout_backward(dh2, dh1, (long)nBTF, c->p_hidden, dropout_key(m, 2 + 3 * l));
+            dropout_backward(dh2, dh1, (long)nBTF, c->p_hidden, dropout_key(m, 2 + 3 * l, F));
             dact = dh2;
         }
         real* dpre = dact == dh1 ? dh2 : dh1;
@@ -513,7 +525,7 @@ static void gpt_backward(GPT* m, real dloss) {
 
         // attention block: res2 = residual + drop(proj(attn(qkv(ln1(residual)))))
         memset(s->dbranch, 0, nBTC * sizeof(real));
-        dropout_backward(s->dbranch, s->dres, (long)nBTC, active(m, c->p_attn), dropout_key(m, 1 + 3 * l));
+        dropout_backward(s->dbranch, s->dres, (long)nBTC, active(m, c->p_attn), dropout_key(m, 1 + 3 * l, C));
         memset(s->datty, 0, nBTC * sizeof(real));
         matmul_backward(s->datty, g.projw + (size_t)l * C * C, g.projb + l * C, s->dbranch, atty,
                         p.projw + (size_t)l * C * C, BT, C, C);
@@ -525,10 +537,44 @@ static void gpt_backward(GPT* m, real dloss) {
                         p.qkvw + (size_t)l * 3 * C * C, BT, C, 3 * C);
         layernorm_backward(s->dres, g.ln1w + l * C, g.ln1b + l * C, s->dln, residual, p.ln1w + l * C,
                            s->ln1_mean + l * sBT, s->ln1_rstd + l * sBT, BT, C);
+        dist_params_ready(m->dp, l);
     }
     memset(s->dbranch, 0, nBTC * sizeof(real));
-    dropout_backward(s->dbranch, s->dres, (long)nBTC, active(m, c->p_embd), dropout_key(m, 0));
+    dropout_backward(s->dbranch, s->dres, (long)nBTC, active(m, c->p_embd), dropout_key(m, 0, C));
     encoder_backward(g.wte, c->learned_pos ? g.wpe : NULL, s->dbranch, m->inputs, c->embed_scale, B, T, C);
+    dist_params_ready(m->dp, L + 1);
+}
+
+// The gradient buckets (utils/dist.h), each summed across the ranks as soon as
+// gpt_backward has finished it: the final LayerNorm and the untied output layer
+// (bucket L), then layer l's slice of every stacked tensor (bucket l, from the
+// last layer down), then the embeddings (L + 1), which the tied output layer also
+// adds to. The tensors are stacked per kind across the layers, so a layer's bucket
+// is twelve slices, one message each; reducing per kind instead would have to
+// wait for layer 0, the last one the backward pass reaches.
+static void gpt_buckets(GPT* m, DistParams* dp) {
+    const GPTConfig* c = &m->config;
+    long L = c->L, C = c->C, F = c->F;
+    ParameterTensors* g = &m->g;
+    dist_params_bucket(dp, L, g->lnfw, C);
+    dist_params_bucket(dp, L, g->lnfb, C);
+    dist_params_bucket(dp, L, g->lm_head, c->tied ? 0 : (long)c->V * C);
+    for (long l = L - 1; l >= 0; l--) {
+        dist_params_bucket(dp, l, g->fc2b + l * C, C);
+        dist_params_bucket(dp, l, g->fc2w + l * C * F, C * F);
+        dist_params_bucket(dp, l, g->fcb + l * F, F);
+        dist_params_bucket(dp, l, g->fcw + l * F * C, F * C);
+        dist_params_bucket(dp, l, g->ln2b + l * C, C);
+        dist_params_bucket(dp, l, g->ln2w + l * C, C);
+        dist_params_bucket(dp, l, g->projb + l * C, C);
+        dist_params_bucket(dp, l, g->projw + l * C * C, C * C);
+        dist_params_bucket(dp, l, g->qkvb + l * 3 * C, 3 * C);
+        dist_params_bucket(dp, l, g->qkvw + l * 3 * C * C, 3 * C * C);
+        dist_params_bucket(dp, l, g->ln1b + l * C, C);
+        dist_params_bucket(dp, l, g->ln1w + l * C, C);
+    }
+    dist_params_bucket(dp, L + 1, g->wte, (long)c->V * C);
+    dist_params_bucket(dp, L + 1, g->wpe, c->learned_pos ? (long)c->maxT * C : 0);
 }
 
 // ----------------------------------------------------------------------------
@@ -676,21 +722,27 @@ typedef struct {
 
 // The mean loss over the stream in the windows of utils/token_loader.h's
 // EvalWindows (T tokens advancing by T - W), each token scored once; stops after
-// max_batches batches if > 0. Free the result with eval_result_free.
-static EvalResult evaluate(GPT* m, const TokenData* d, int B, int T, int W, int max_batches,
+// max_batches batches if > 0. Each rank scores its part of every batch of B
+// windows, and the sums are added up across the ranks. inputs and targets hold
+// a rank's part. Free the result with eval_result_free.
+static EvalResult evaluate(GPT* m, const Dist* dist, const TokenData* d, int B, int T, int W, int max_batches,
                            int* inputs, int* targets) {
     double t0 = omp_get_wtime();
     EvalResult r = {0, 0, (double*)calloc_check((size_t)T, sizeof(double)),
                     (long*)calloc_check((size_t)T, sizeof(long)), 0};
     if (d->n < T + 1) fail("validation data has %ld tokens, fewer than context + 1 = %d", d->n, T + 1);
     EvalWindows windows = {0, 0};
+    long lo, hi;
+    dist_part(dist, B, &lo, &hi);
     double sum = 0;
     int saved = m->training, b;
     m->training = 0;
     for (int batch = 0; (max_batches <= 0 || batch < max_batches) &&
-                        (b = eval_windows_next(&windows, d, B, T, W, inputs, targets)) > 0; batch++) {
-        gpt_forward(m, inputs, targets, b, T);
-        for (int i = 0; i < b * T; i++) {
+                        (b = eval_windows_next(&windows, d, B, lo, hi, T, W, inputs, targets)) > 0; batch++) {
+        int n = (int)((b < hi ? b : hi) - lo);
+        if (n <= 0) continue;
+        gpt_forward(m, inputs, targets, n, T);
+        for (int i = 0; i < n * T; i++) {
             if (targets[i] < 0) continue;
             sum += m->acts.losses[i];
             r.pos_loss[i % T] += m->acts.losses[i];
@@ -699,6 +751,10 @@ static EvalResult evaluate(GPT* m, const TokenData* d, int B, int T, int W, int 
         }
     }
     m->training = saved;
+    sum = dist_sum(dist, sum);
+    dist_sum_longs(dist, &r.tokens, 1);
+    dist_sum_doubles(dist, r.pos_loss, T);
+    dist_sum_longs(dist, r.pos_tokens, T);
     r.loss = r.tokens > 0 ? sum / r.tokens : 0;
     for (int t = 0; t < T; t++) r.pos_loss[t] = r.pos_tokens[t] > 0 ? r.pos_loss[t] / r.pos_tokens[t] : 0;
     r.seconds = omp_get_wtime() - t0;
@@ -781,9 +837,10 @@ static void log_eval(Logger* log, long step, EvalResult r, int by_position, int 
 }
 
 int main(int argc, char** argv) {
+    Dist dist = dist_init(&argc, &argv);
     Config cfg;
     Run run;
-    run_settings(&run, &CONFIG_SCHEMA, &cfg, sizeof cfg, argc, argv, usage, NULL);
+    run_settings(&run, &dist, &CONFIG_SCHEMA, &cfg, sizeof cfg, argc, argv, usage, NULL);
     int train = strcmp(cfg.mode, "train") == 0, eval_only = strcmp(cfg.mode, "eval") == 0;
     if (cfg.context_window >= cfg.context)
         fail("configuration: context_window must be below context %d, got %d", cfg.context, cfg.context_window);
@@ -813,20 +870,32 @@ int main(int argc, char** argv) {
             fail("%s: %ld tokens, fewer than context + 1 = %d", cfg.val_data, val_data.n, T + 1);
     }
     if (eval_only && val_data.n == 0) fail("configuration: mode eval needs val_data");
-    if (train || eval_only) run_check_memory(gpt_memory(&mc, B, T), cfg.memory_limit);
+    run_check_ranks(&run, dist_hash(0, train_data.tokens, (size_t)train_data.n * sizeof(uint32_t)),
+                    dist_hash(0, val_data.tokens, (size_t)val_data.n * sizeof(uint32_t)));
+    // this rank's samples [lo, hi) of every batch of B
+    if (train || eval_only) dist_check_batch(&dist, B);
+    long lo, hi;
+    dist_part(&dist, B, &lo, &hi);
+    int part = (int)(hi - lo);
+    if (train || eval_only) run_check_memory(gpt_memory(&mc, part, T, &dist, cfg.zero), cfg.memory_limit);
 
     GPT model;
     gpt_build(&model, &mc);
     Rng rng = rng_make((uint64_t)cfg.seed);
     long step = 0, data_pos = 0;
     if (!run_restore(&run, &model.params, &step, &data_pos, &rng)) gpt_init(&model, &rng);
-    if (train || eval_only) gpt_allocate(&model, B, T);
+    DistParams dp = dist_params_make(&dist, &model.params, cfg.zero);
+    gpt_buckets(&model, &dp);
+    dist_params_share(&dp);
+    if (train || eval_only) gpt_allocate(&model, part, T);
     printf("model: %d layers, %d heads, %d channels, MLP %d, context %d, vocabulary %d, %s attention "
            "(clamp %g), %s positions | %ld parameters | %d threads\n",
            mc.L, mc.H, mc.C, mc.F, mc.maxT, mc.V, mc.attention->name, (double)mc.clamp, cfg.positions,
            model.params.count, omp_get_max_threads());
-    int* inputs = (int*)malloc_check((size_t)B * T * sizeof(int));
-    int* targets = (int*)malloc_check((size_t)B * T * sizeof(int));
+    // this rank's part of every micro-batch of an update
+    size_t update_tokens = (size_t)cfg.grad_accum * part * T;
+    int* inputs = (int*)malloc_check(update_tokens * sizeof(int));
+    int* targets = (int*)malloc_check(update_tokens * sizeof(int));
 
     // training logs; evaluation writes one only when asked for; sampling only prints
     run_outputs(&run, cfg.log_file, cfg.checkpoint, cfg.checkpoint_interval, cfg.attention, cfg.train_data);
@@ -834,7 +903,8 @@ int main(int argc, char** argv) {
 
     // evaluation mode scores the whole shard, whatever eval_batches the training used
     if (eval_only)
-        log_eval(&run.log, step, evaluate(&model, &val_data, B, T, cfg.context_window, 0, inputs, targets), 1, T);
+        log_eval(&run.log, step, evaluate(&model, &dist, &val_data, B, T, cfg.context_window, 0, inputs, targets),
+                 1, T);
     if (train) {
         printf("training: %ld tokens, %ld validation tokens | %d x %d tokens x %d micro-batches per update | "
                "%s batches | %s schedule\n", train_data.n, val_data.n, B, T, cfg.grad_accum, cfg.sampling,
@@ -843,37 +913,52 @@ int main(int argc, char** argv) {
                           cfg.warmup_init_lr, cfg.warmup_steps, cfg.steps};
         AdamW opt = {cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip};
         int random = strcmp(cfg.sampling, "random") == 0;
-        Progress prog = progress_start(cfg.steps, (double)B * T * cfg.grad_accum, "tok", cfg.log_interval,
+        Progress prog = progress_start(&dist, cfg.steps, (double)B * T * cfg.grad_accum, "tok", cfg.log_interval,
                                        cfg.eval_interval, val_data.n > 0, cfg.grad_accum * gpt_flops(&model, B, T));
+        double share = (double)part / B; // of each micro-batch's loss
         for (; step < cfg.steps; step++) {
             if (cfg.eval_interval > 0 && step % cfg.eval_interval == 0 && val_data.n > 0) {
-                EvalResult r = evaluate(&model, &val_data, B, T, cfg.context_window, cfg.eval_batches, inputs, targets);
+                EvalResult r = evaluate(&model, &dist, &val_data, B, T, cfg.context_window, cfg.eval_batches,
+                                        inputs, targets);
                 prog.eval_seconds = r.seconds;
                 log_eval(&run.log, step, r, 0, T);
             }
             progress_begin(&prog);
             double lr = schedule_lr(&sched, step);
             params_zero_grad(&model.params);
+            // the update draws all its samples, then its dropout seed, whatever the ranks and
+            // micro-batches: one process without accumulation draws as it always has
+            for (int micro = 0; micro < cfg.grad_accum; micro++) {
+                size_t at = (size_t)micro * part * T;
+                next_batch(&train_data, B, lo, hi, T, random, &rng, &data_pos, inputs + at, targets + at);
+            }
+            model.dropout_seed = rng_next(&rng);
             double loss = 0;
             model.training = 1;
             for (int micro = 0; micro < cfg.grad_accum; micro++) {
-                next_batch(&train_data, B, T, random, &rng, &data_pos, inputs, targets);
-                model.dropout_seed = rng_next(&rng);
-                loss += gpt_forward(&model, inputs, targets, B, T) / cfg.grad_accum;
+                size_t at = (size_t)micro * part * T;
+                model.first_sample = (long)micro * B + lo;
+                // the last micro-batch's backward pass starts summing each finished bucket across the ranks
+                model.dp = micro == cfg.grad_accum - 1 ? &dp : NULL;
+                loss += gpt_forward(&model, inputs + at, targets + at, part, T) * share / cfg.grad_accum;
                 gpt_backward(&model, (real)(1.0 / ((double)B * T * cfg.grad_accum)));
             }
             model.training = 0;
-            double norm = adamw_step(&model.params, &opt, lr, loss, step + 1);
+            loss = dist_sum(&dist, loss);
+            dist_params_reduce(&dp);
+            double norm = adamw_step_shard(model.params.params, &dp.shard, &opt, lr, loss, step + 1);
+            dist_params_gather(&dp);
             progress_end(&prog, &run.log, step + 1, loss, lr, norm, -1);
-            run_save_due(&run, &model.params, step + 1, cfg.steps, data_pos, &rng);
+            run_save_due(&run, &dp, step + 1, cfg.steps, data_pos, &rng);
         }
         progress_finish(&prog);
         if (val_data.n > 0)
-            log_eval(&run.log, step, evaluate(&model, &val_data, B, T, cfg.context_window, cfg.eval_batches,
+            log_eval(&run.log, step, evaluate(&model, &dist, &val_data, B, T, cfg.context_window, cfg.eval_batches,
                                               inputs, targets), 0, T);
-        run_save(&run, &model.params, step, data_pos, &rng);
+        run_save(&run, &dp, step, data_pos, &rng);
     }
-    if (cfg.sample_tokens > 0 && !eval_only) {
+    // only rank 0 prints, so only rank 0 samples
+    if (cfg.sample_tokens > 0 && !eval_only && dist.rank == 0) {
         if (vocab.size == 0) fail("configuration: sampling needs a vocabulary file (vocab)");
         Rng sample_rng = rng_make((uint64_t)cfg.seed ^ 0x5eed5eedULL);
         printf("---- sample (temperature %g, top-k %d)\n", cfg.temperature, cfg.top_k);
@@ -886,7 +971,9 @@ int main(int argc, char** argv) {
     free(train_data.tokens);
     free(val_data.tokens);
     vocab_free(&vocab);
+    dist_params_free(&dp);
     gpt_free(&model);
+    dist_finalize();
     return 0;
 }
 #endif

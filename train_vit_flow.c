@@ -21,7 +21,8 @@ Model, as a list of stages (a plain ViT is one stage):
 Training: AdamW with warmup + cosine, label smoothing, mixup/cutmix, gradient
 clipping and accumulation; random crops with padding and flips; images shuffled
 each epoch with a seed (utils/image_loader.h). Settings, resuming, checkpoints
-and the log are utils/run.h's.
+and the log are utils/run.h's. Under mpirun, each rank computes its part of
+every batch and the gradients are summed across the ranks (utils/dist.h).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ and the log are utils/run.h's.
 #include "utils/progress.h"
 #include "utils/image_loader.h"
 #include "utils/augment.h"
+#include "utils/dist.h"
 
 #define MAX_STAGES 4
 #define MAX_BLOCKS 64
@@ -81,6 +83,7 @@ typedef struct {
     double lr, min_lr, warmup_epochs;
     double beta1, beta2, adam_eps, weight_decay, grad_clip;
     int seed;
+    int zero;
     // evaluation and output
     int eval_interval, eval_images;
     char log_file[CONFIG_STR], checkpoint[CONFIG_STR];
@@ -117,7 +120,7 @@ static const ConfigField CONFIG_FIELDS[] = {
     F(label_smoothing, CFG_FLOAT, "0.1", "[0, 1)", 0, "label smoothing"),
     F(mixup, CFG_FLOAT, "0", "[0, 1e6]", 0, "mixup Beta(a,a) parameter (0: off)"),
     F(cutmix, CFG_FLOAT, "0", "[0, 1e6]", 0, "cutmix Beta(a,a) parameter (0: off; with mixup, one of the two per batch)"),
-    F(batch_size, CFG_INT, "32", "[1, 1048576]", 0, "images per micro-batch (B)"),
+    F(batch_size, CFG_INT, "32", "[1, 1048576]", 0, "images per micro-batch (B), split among the ranks"),
     F(grad_accum, CFG_INT, "1", "[1, 1048576]", 0, "micro-batches per update"),
     F(epochs, CFG_INT, "12", "[0, 1000000]", 0, "passes over the training images"),
     F(steps, CFG_INT, "0", "[0, inf)", 0, "optimizer updates (0: epochs x updates per epoch)"),
@@ -130,6 +133,7 @@ static const ConfigField CONFIG_FIELDS[] = {
     F(weight_decay, CFG_FLOAT, "0.05", "[0, 1e6]", 0, "AdamW weight decay on weight matrices"),
     F(grad_clip, CFG_FLOAT, "1.0", "[0, 1e30]", 0, "clip the global gradient norm to this (0: off)"),
     F(seed, CFG_INT, "1337", NULL, 0, "random seed: initialisation, shuffling, augmentation, dropout"),
+    F(zero, CFG_INT, "0", "[0, 1]", 0, "1: each rank keeps AdamW's moments for 1/ranks of the parameters (ZeRO-1)"),
     F(eval_interval, CFG_INT, "0", "[0, inf)", 0, "evaluate every this many updates (0: after every epoch) and at the end"),
     F(eval_images, CFG_INT, "0", "[0, inf)", 0, "validation images per evaluation during training (0: all)"),
     F(log_file, CFG_STRING, "log/vit_{data}_{attention}.jsonl", NULL, 0,
@@ -218,7 +222,9 @@ typedef struct {
     // gradients of activations, reused block after block
     real *dres, *dres2, *dbranch, *dtmp, *dln, *datty, *dqkv, *dh1, *dh2, *dcols, *dpooled, *dlogits;
     int training;                     // 1: dropout and drop-path active
-    uint64_t dropout_seed;
+    uint64_t dropout_seed;            // the masks of one update derive from it
+    long first_sample;                // index of the pass's first image in the update's global batch
+    DistParams* dp;                   // the backward pass starts summing finished buckets across ranks (NULL: not)
 } ViT;
 
 // DeiT's initialisation (with normal instead of truncated normal draws): weights,
@@ -391,12 +397,12 @@ static void vit_allocate(ViT* m, int B) {
     m->batch_size = B;
 }
 
-// Bytes a run at batches of B images needs: parameters, gradients, AdamW's
-// moments, activations and their gradients.
-static double vit_memory(const ViTConfig* c, int B) {
+// Bytes a rank computing batches of B images needs: parameters, gradients,
+// AdamW's moments (with ZeRO-1, its part), activations and their gradients.
+static double vit_memory(const ViTConfig* c, int B, const Dist* dist, int zero) {
     ViT m;
     vit_layout(&m, c);
-    double reals = 4.0 * m.params.count + (double)vit_carve(&m, NULL, B);
+    double reals = dist_params_reals(dist, m.params.count, zero) + (double)vit_carve(&m, NULL, B);
     params_free(&m.params);
     return reals * sizeof(real);
 }
@@ -420,9 +426,12 @@ static double vit_flops(const ViT* m, int B) {
 }
 
 // Key of dropout site `site` (block l: 5l + {0: attention output, 1: MLP hidden,
-// 2: MLP output, 3: attention drop-path, 4: MLP drop-path}) in the current pass.
-static uint64_t dropout_key(const ViT* m, int site) {
-    return rng_hash64(m->dropout_seed ^ rng_hash64((uint64_t)site + 1));
+// 2: MLP output, 3: attention drop-path, 4: MLP drop-path}) in the current pass,
+// with `per_sample` mask elements per image there: each image's mask is that of
+// its index in the update's global batch, whichever rank or micro-batch computes it.
+static uint64_t dropout_key(const ViT* m, int site, long per_sample) {
+    uint64_t key = rng_hash64(m->dropout_seed ^ rng_hash64((uint64_t)site + 1));
+    return dropout_key_from(key, m->first_sample * per_sample);
 }
 
 static real active(const ViT* m, real p) { return m->training ? p : 0; }
@@ -456,7 +465,7 @@ static double vit_forward(ViT* m, const real* images, const real* targets, int B
     tokens_forward(m->tokens, m->patches, c->cls ? p->cls : NULL, p->pos, B, N0, C0);
     for (int l = 0; l < m->L; l++) {
         int s = m->stage_of[l];
-        int C = c->dims[s], F = c->ffn[s], BT = B * m->T[s];
+        int C = c->dims[s], F = c->ffn[s], T = m->T[s], BT = B * T;
         if (s > 0 && m->stage_of[l - 1] != s) {
             int Cp = c->dims[s - 1];
             patch_im2col_forward(m->merge_cols[s], vit_output_of_stage(m, s - 1), B, m->side[s - 1],
@@ -472,20 +481,20 @@ static double vit_forward(ViT* m, const real* images, const real* targets, int B
         matmul_forward(x->qkv, x->ln1, w->qkvw, w->qkvb, BT, C, 3 * C);
         attention_forward(&a, x->atty, x->attcache, x->qkv, x->qkv + C, x->qkv + 2 * C);
         matmul_forward(x->attb, x->atty, w->projw, w->projb, BT, C, C);
-        if (pd > 0) dropout_forward(x->attb, x->attb, (long)BT * C, pd, dropout_key(m, 5 * l));
+        if (pd > 0) dropout_forward(x->attb, x->attb, (long)BT * C, pd, dropout_key(m, 5 * l, (long)T * C));
         const real* branch = x->attb;
         if (w->ls1 != NULL) { layerscale_forward(m->branch, x->attb, w->ls1, BT, C); branch = m->branch; }
-        droppath_add_forward(x->res2, x->inp, branch, B, (long)m->T[s] * C, pp, dropout_key(m, 5 * l + 3));
+        droppath_add_forward(x->res2, x->inp, branch, B, (long)T * C, pp, dropout_key(m, 5 * l + 3, 1));
 
         layernorm_forward(x->ln2, x->ln2_mean, x->ln2_rstd, x->res2, w->ln2w, w->ln2b, BT, C, c->ln_eps);
         matmul_forward(x->fch, x->ln2, w->fcw, NULL, BT, C, F); // GELU adds the bias in its pass
         bias_gelu_forward(x->fch_act, x->fch, w->fcb, BT, F);
-        if (pd > 0) dropout_forward(x->fch_act, x->fch_act, (long)BT * F, pd, dropout_key(m, 5 * l + 1));
+        if (pd > 0) dropout_forward(x->fch_act, x->fch_act, (long)BT * F, pd, dropout_key(m, 5 * l + 1, (long)T * F));
         matmul_forward(x->mlpb, x->fch_act, w->fc2w, w->fc2b, BT, F, C);
-        if (pd > 0) dropout_forward(x->mlpb, x->mlpb, (long)BT * C, pd, dropout_key(m, 5 * l + 2));
+        if (pd > 0) dropout_forward(x->mlpb, x->mlpb, (long)BT * C, pd, dropout_key(m, 5 * l + 2, (long)T * C));
         branch = x->mlpb;
         if (w->ls2 != NULL) { layerscale_forward(m->branch, x->mlpb, w->ls2, BT, C); branch = m->branch; }
-        droppath_add_forward(x->res3, x->res2, branch, B, (long)m->T[s] * C, pp, dropout_key(m, 5 * l + 4));
+        droppath_add_forward(x->res3, x->res2, branch, B, (long)T * C, pp, dropout_key(m, 5 * l + 4, 1));
     }
     int sl = c->nstages - 1, Cl = c->dims[sl], Tl = m->T[sl];
     layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, vit_output(m), p->lnfw, p->lnfb, B * Tl, Cl, c->ln_eps);
@@ -542,6 +551,7 @@ static void vit_backward(ViT* m, real dloss) {
     memset(m->dres, 0, sizeof(real) * B * Tl * Cl);
     layernorm_backward(m->dres, g->lnfw, g->lnfb, m->dln, vit_output(m), p->lnfw, m->lnf_mean, m->lnf_rstd,
                        B * Tl, Cl);
+    dist_params_ready(m->dp, m->L);
     for (int l = m->L - 1; l >= 0; l--) {
         int s = m->stage_of[l];
         int C = c->dims[s], F = c->ffn[s], T = m->T[s], BT = B * T;
@@ -553,11 +563,11 @@ static void vit_backward(ViT* m, real dloss) {
         real pp = active(m, drop_path_of(m, l)), pd = active(m, c->p_drop);
 
         // MLP branch: res3 = res2 + droppath(ls2 * drop(fc2(drop(gelu(fc(ln2(res2)))))))
-        real* dmlp = branch_backward(m, gw->ls2, w->ls2, x->mlpb, B, T, C, pp, dropout_key(m, 5 * l + 4),
-                                     pd, dropout_key(m, 5 * l + 2));
+        real* dmlp = branch_backward(m, gw->ls2, w->ls2, x->mlpb, B, T, C, pp, dropout_key(m, 5 * l + 4, 1),
+                                     pd, dropout_key(m, 5 * l + 2, (long)T * C));
         memset(m->dh1, 0, nF * sizeof(real));
         matmul_backward(m->dh1, gw->fc2w, gw->fc2b, dmlp, x->fch_act, w->fc2w, BT, F, C);
-        real* dact = through_dropout(m->dh1, m->dh2, (long)nF, pd, dropout_key(m, 5 * l + 1));
+        real* dact = through_dropout(m->dh1, m->dh2, (long)nF, pd, dropout_key(m, 5 * l + 1, (long)T * F));
         real* dpre = dact == m->dh1 ? m->dh2 : m->dh1;
         bias_gelu_backward(dpre, gw->fcb, dact, x->fch, w->fcb, BT, F);
         memset(m->dln, 0, nC * sizeof(real));
@@ -565,8 +575,8 @@ static void vit_backward(ViT* m, real dloss) {
         layernorm_backward(m->dres, gw->ln2w, gw->ln2b, m->dln, x->res2, w->ln2w, x->ln2_mean, x->ln2_rstd, BT, C);
 
         // attention branch: res2 = inp + droppath(ls1 * drop(proj(attn(qkv(ln1(inp))))))
-        real* datt = branch_backward(m, gw->ls1, w->ls1, x->attb, B, T, C, pp, dropout_key(m, 5 * l + 3),
-                                     pd, dropout_key(m, 5 * l));
+        real* datt = branch_backward(m, gw->ls1, w->ls1, x->attb, B, T, C, pp, dropout_key(m, 5 * l + 3, 1),
+                                     pd, dropout_key(m, 5 * l, (long)T * C));
         memset(m->datty, 0, nC * sizeof(real));
         matmul_backward(m->datty, gw->projw, gw->projb, datt, x->atty, w->projw, BT, C, C);
         memset(m->dqkv, 0, 3 * nC * sizeof(real));
@@ -589,11 +599,36 @@ static void vit_backward(ViT* m, real dloss) {
             m->dres = m->dres2;
             m->dres2 = t;
         }
+        dist_params_ready(m->dp, l);
     }
     int N0 = m->side[0] * m->side[0], C0 = c->dims[0], PPC = c->P * c->P * c->Cin;
     memset(m->dtmp, 0, sizeof(real) * B * N0 * C0);
     tokens_backward(m->dtmp, c->cls ? g->cls : NULL, g->pos, m->dres, B, N0, C0);
     matmul_backward(NULL, g->patch_w, g->patch_b, m->dtmp, m->patch_cols, p->patch_w, B * N0, PPC, C0);
+    dist_params_ready(m->dp, m->L + 1);
+}
+
+// The gradient buckets (utils/dist.h), each summed across the ranks as soon as
+// vit_backward has finished it: the final LayerNorm and the head (bucket L), block
+// l with the merge that feeds its stage when it is the stage's first (bucket l,
+// from the last block down), then the patch embedding, class token and positions
+// (L + 1). Each block's tensors lie side by side, so a block is one message.
+static void vit_buckets(ViT* m, DistParams* dp) {
+    const ViTConfig* c = &m->config;
+    ParameterTensors* g = &m->g;
+    real* end = m->params.grads + m->params.count;
+    dist_params_bucket(dp, m->L, g->lnfw, end - g->lnfw);
+    for (int l = m->L - 1; l >= 0; l--) {
+        real* next = l + 1 < m->L ? g->blocks[l + 1].ln1w : g->lnfw;
+        dist_params_bucket(dp, l, g->blocks[l].ln1w, next - g->blocks[l].ln1w);
+        int s = m->stage_of[l];
+        if (s > 0 && m->stage_of[l - 1] != s) {
+            dist_params_bucket(dp, l, g->merge_w[s], (long)c->dims[s] * 4 * c->dims[s - 1]);
+            dist_params_bucket(dp, l, g->merge_b[s], c->dims[s]);
+        }
+    }
+    real* stem_end = c->nstages > 1 ? g->merge_w[1] : g->blocks[0].ln1w;
+    dist_params_bucket(dp, m->L + 1, g->patch_w, stem_end - g->patch_w);
 }
 
 // ----------------------------------------------------------------------------
@@ -605,17 +640,22 @@ typedef struct {
 } EvalResult;
 
 // Cross-entropy, top-1 and top-5 accuracy of the centre crops of the first
-// max_images images of the loader's set (0: all), in batches of B.
-static EvalResult evaluate(ViT* m, ImageLoader* d, int B, long max_images, real* images, real* targets,
-                           const real* mean, const real* std) {
+// max_images images of the loader's set (0: all), in batches of B. Each rank
+// scores its part of every batch, and the sums are added up across the ranks;
+// images and targets hold a rank's part.
+static EvalResult evaluate(ViT* m, const Dist* dist, ImageLoader* d, int B, long max_images, real* images,
+                           real* targets, const real* mean, const real* std) {
     const ViTConfig* c = &m->config;
     double t0 = omp_get_wtime();
     long n = max_images > 0 && max_images < d->set.count ? max_images : d->set.count;
+    long lo, hi;
+    dist_part(dist, B, &lo, &hi);
     EvalResult r = {0, 0, 0, 0, 0};
     for (long i = 0; i < n; i += B) {
-        int b = n - i < B ? (int)(n - i) : B;
-        image_loader_range(d, i, b);
-        image_loader_crops(images, d, b, c->S, 0, 0, NULL, mean, std);
+        int b = (int)((n - i < hi ? n - i : hi) - lo); // this rank's images of the batch
+        if (b <= 0) continue;
+        image_loader_range(d, i + lo, b);
+        image_loader_crops(images, d, b, NULL, b, c->S, 0, 0, NULL, mean, std);
         soft_targets_from_labels(targets, d->labels, 0, b, c->K);
         r.loss += vit_forward(m, images, targets, b) * b;
         for (int j = 0; j < b; j++) {
@@ -628,6 +668,11 @@ static EvalResult evaluate(ViT* m, ImageLoader* d, int B, long max_images, real*
             r.top5 += rank < 5;
         }
     }
+    double sums[3] = {r.loss, r.top1, r.top5};
+    dist_sum_doubles(dist, sums, 3);
+    r.loss = sums[0];
+    r.top1 = sums[1];
+    r.top5 = sums[2];
     r.images = n;
     r.loss /= n;
     r.top1 = 100.0 * r.top1 / n;
@@ -760,24 +805,31 @@ int main(int argc, char** argv) {
     const char* vis_path = NULL;
     const char* vis_out = "log/vit_flow.png";
     const RunFlag flags[] = {{"visualize", &vis_path}, {"visualize_out", &vis_out}, {NULL, NULL}};
+    Dist dist = dist_init(&argc, &argv);
     Config cfg;
     Run run;
-    run_settings(&run, &CONFIG_SCHEMA, &cfg, sizeof cfg, argc, argv, usage, flags);
+    run_settings(&run, &dist, &CONFIG_SCHEMA, &cfg, sizeof cfg, argc, argv, usage, flags);
     int train = strcmp(cfg.mode, "train") == 0 && vis_path == NULL;
     int eval_only = strcmp(cfg.mode, "eval") == 0 && vis_path == NULL;
     if (vis_path != NULL && run.resume_path == NULL) fail("command line: --visualize needs --resume CHECKPOINT");
     int B = cfg.batch_size;
+    // this rank's images [lo, hi) of every batch of B
+    if (vis_path == NULL) dist_check_batch(&dist, B);
+    long lo, hi;
+    dist_part(&dist, B, &lo, &hi);
+    int part = (int)(hi - lo);
+    int mixing = cfg.mixup > 0 || cfg.cutmix > 0;
 
     // data first, so that bad input stops the run before anything is written
     ImageLoader train_data, val_data;
     int have_train = train || (!cfg.mean[0] && vis_path == NULL), have_val = cfg.val_data[0] && vis_path == NULL;
     if (eval_only && !have_val) fail("configuration: mode eval needs val_data");
     if (have_train) {
-        train_data = image_loader_open(cfg.train_data, B);
+        train_data = image_loader_open(cfg.train_data, 2 * part); // with mixing, the part and its partners
         if (cfg.num_classes == 0) cfg.num_classes = train_data.set.num_classes;
     }
     if (have_val) {
-        val_data = image_loader_open(cfg.val_data, B);
+        val_data = image_loader_open(cfg.val_data, part);
         if (cfg.num_classes == 0) cfg.num_classes = val_data.set.num_classes;
     }
     if (!cfg.mean[0] || !cfg.std[0]) {
@@ -806,19 +858,26 @@ int main(int argc, char** argv) {
         if (!(std[k] > 0)) fail("configuration: std must be positive, got \"%s\"", cfg.std);
     }
 
-    if (vis_path == NULL) run_check_memory(vit_memory(&mc, B), cfg.memory_limit);
+    run_check_ranks(&run, have_train ? image_set_hash(&train_data.set) : 0,
+                    have_val ? image_set_hash(&val_data.set) : 0);
+    if (vis_path == NULL) run_check_memory(vit_memory(&mc, part, &dist, cfg.zero), cfg.memory_limit);
     ViT model;
     vit_build(&model, &mc);
     Rng rng = rng_make((uint64_t)cfg.seed);
     long step = 0, data_pos = 0;
     if (!run_restore(&run, &model.params, &step, &data_pos, &rng)) vit_init(&model, &rng);
+    DistParams dp = dist_params_make(&dist, &model.params, cfg.zero);
+    vit_buckets(&model, &dp);
+    dist_params_share(&dp);
     if (vis_path != NULL) {
-        visualize(&model, vis_path, vis_out, mean, std);
+        if (dist.rank == 0) visualize(&model, vis_path, vis_out, mean, std);
+        dist_params_free(&dp);
         vit_free(&model);
         run_free(&run);
+        dist_finalize();
         return 0;
     }
-    vit_allocate(&model, B);
+    vit_allocate(&model, part);
     printf("model: %d stage(s), dims %s, depths %s, heads %s, MLP x%g, %s attention (clamp %g), %s pooling, "
            "LayerScale %g%s | %dx%dx%d images, %d classes, patches %d | %ld parameters | tokens",
            mc.nstages, cfg.dims, cfg.depths, cfg.heads, cfg.mlp_ratio, mc.attention->name, (double)mc.clamp,
@@ -826,17 +885,20 @@ int main(int argc, char** argv) {
            mc.P, model.params.count);
     for (int s = 0; s < mc.nstages; s++) printf(" %d", model.T[s]);
     printf(" | activations %.1f MB per image | %d threads\n",
-           (double)model.acts_size * sizeof(real) / B / 1e6, omp_get_max_threads());
+           (double)model.acts_size * sizeof(real) / part / 1e6, omp_get_max_threads());
 
     // training logs; evaluation writes one only when asked for
     run_outputs(&run, cfg.log_file, cfg.checkpoint, cfg.checkpoint_interval, cfg.attention, cfg.train_data);
     run_open_log(&run, train || run_given(&run, "log_file"), run.resume_path != NULL && train);
-    real* images = (real*)malloc_check((size_t)B * mc.S * mc.S * mc.Cin * sizeof(real));
-    real* targets = (real*)malloc_check((size_t)B * mc.K * sizeof(real));
-    real* mix_copy = (real*)malloc_check(((size_t)B * mc.S * mc.S * mc.Cin + (size_t)B * mc.K) * sizeof(real));
+    // a rank's images of a micro-batch, and when mixing their partners (image_batch_part)
+    size_t read = 2 * (size_t)part;
+    int* which = (int*)malloc_check(read * sizeof(int));
+    real* images = (real*)malloc_check(read * mc.S * mc.S * mc.Cin * sizeof(real));
+    real* targets = (real*)malloc_check(read * mc.K * sizeof(real));
+    real* mix_copy = (real*)malloc_check((read * mc.S * mc.S * mc.Cin + read * mc.K) * sizeof(real));
 
     // evaluation mode scores every image, whatever eval_images the training used
-    if (eval_only) log_eval(&run.log, step, 0, evaluate(&model, &val_data, B, 0, images, targets, mean, std));
+    if (eval_only) log_eval(&run.log, step, 0, evaluate(&model, &dist, &val_data, B, 0, images, targets, mean, std));
     if (train) {
         long n = train_data.set.count, per_update = (long)B * cfg.grad_accum;
         long per_epoch = n / per_update > 0 ? n / per_update : 1;
@@ -847,57 +909,70 @@ int main(int argc, char** argv) {
                "epoch, %ld updates | warmup %ld | crop %d pad %d flip %d | smoothing %g mixup %g cutmix %g\n",
                n, have_val ? val_data.set.count : 0, B, cfg.grad_accum, per_epoch, total, sched.warmup, mc.S,
                cfg.pad, cfg.flip, cfg.label_smoothing, cfg.mixup, cfg.cutmix);
-        Progress prog = progress_start(total, per_update, "img", cfg.log_interval,
+        Progress prog = progress_start(&dist, total, per_update, "img", cfg.log_interval,
                                        cfg.eval_interval > 0 ? cfg.eval_interval : (int)per_epoch, have_val,
                                        cfg.grad_accum * vit_flops(&model, B));
+        double share = (double)part / B; // of each micro-batch's loss
         int evaluated = 0;
         for (; step < total; step++) {
             progress_begin(&prog);
             double lr = schedule_lr(&sched, step);
             params_zero_grad(&model.params);
+            // the update's dropout seed comes first: a micro-batch's images are drawn and
+            // used before the next one's, and the masks must not depend on how many there are
+            model.dropout_seed = rng_next(&rng);
             double loss = 0;
             model.training = 1;
             for (int micro = 0; micro < cfg.grad_accum; micro++) {
-                image_loader_next(&train_data, (uint64_t)cfg.seed, data_pos, B);
+                int reads = image_batch_part(which, B, (int)lo, (int)hi, mixing);
+                image_loader_next(&train_data, (uint64_t)cfg.seed, data_pos, which, reads);
                 data_pos += B;
-                image_loader_crops(images, &train_data, B, mc.S, cfg.pad, cfg.flip, &rng, mean, std);
-                soft_targets_from_labels(targets, train_data.labels, (real)cfg.label_smoothing, B, mc.K);
-                if (cfg.mixup > 0 || cfg.cutmix > 0) {
+                image_loader_crops(images, &train_data, reads, which, B, mc.S, cfg.pad, cfg.flip, &rng, mean, std);
+                soft_targets_from_labels(targets, train_data.labels, (real)cfg.label_smoothing, reads, mc.K);
+                if (mixing) {
                     int cut = cfg.cutmix > 0 && (cfg.mixup <= 0 || rng_uniform(&rng) < 0.5);
                     double lam = rng_beta(&rng, cut ? cfg.cutmix : cfg.mixup);
-                    augment_mix(&rng, images, targets, mix_copy, B, mc.S, mc.Cin, mc.K, lam, cut);
+                    augment_mix(&rng, images, targets, mix_copy, reads, mc.S, mc.Cin, mc.K, lam, cut);
                 }
-                model.dropout_seed = rng_next(&rng);
-                loss += vit_forward(&model, images, targets, B) / cfg.grad_accum;
+                model.first_sample = (long)micro * B + lo;
+                // the last micro-batch's backward pass starts summing each finished bucket across the ranks
+                model.dp = micro == cfg.grad_accum - 1 ? &dp : NULL;
+                loss += vit_forward(&model, images, targets, part) * share / cfg.grad_accum;
                 vit_backward(&model, (real)(1.0 / per_update));
             }
             model.training = 0;
-            double norm = adamw_step(&model.params, &opt, lr, loss, step + 1);
+            loss = dist_sum(&dist, loss);
+            dist_params_reduce(&dp);
+            double norm = adamw_step_shard(model.params.params, &dp.shard, &opt, lr, loss, step + 1);
+            dist_params_gather(&dp);
             double epoch = (double)data_pos / n;
             progress_end(&prog, &run.log, step + 1, loss, lr, norm, epoch);
             int epoch_end = (step + 1) % per_epoch == 0;
             evaluated = 0;
             if (have_val && (cfg.eval_interval > 0 ? (step + 1) % cfg.eval_interval == 0 : epoch_end)) {
-                EvalResult r = evaluate(&model, &val_data, B, cfg.eval_images, images, targets, mean, std);
+                EvalResult r = evaluate(&model, &dist, &val_data, B, cfg.eval_images, images, targets, mean, std);
                 log_eval(&run.log, step + 1, epoch, r);
                 prog.eval_seconds = r.seconds;
                 evaluated = 1;
             }
-            run_save_due(&run, &model.params, step + 1, total, data_pos, &rng);
+            run_save_due(&run, &dp, step + 1, total, data_pos, &rng);
         }
         progress_finish(&prog);
         if (have_val && !evaluated)
             log_eval(&run.log, step, (double)data_pos / n,
-                     evaluate(&model, &val_data, B, cfg.eval_images, images, targets, mean, std));
-        run_save(&run, &model.params, step, data_pos, &rng);
+                     evaluate(&model, &dist, &val_data, B, cfg.eval_images, images, targets, mean, std));
+        run_save(&run, &dp, step, data_pos, &rng);
     }
     run_free(&run);
+    free(which);
     free(images);
     free(targets);
     free(mix_copy);
     if (have_train) image_loader_close(&train_data);
     if (have_val) image_loader_close(&val_data);
+    dist_params_free(&dp);
     vit_free(&model);
+    dist_finalize();
     return 0;
 }
 #endif

@@ -1,7 +1,8 @@
 // AdamW (Loshchilov & Hutter): Adam with weight decay decoupled from the
 // gradient, as PyTorch's torch.optim.AdamW and fairseq's adam, plus global
 // gradient-norm clipping. params, grads, m, v are (N); adamw_step takes one
-// step over a model's Parameters (utils/params.h).
+// step over a model's Parameters (utils/params.h), adamw_step_shard over the part
+// of them that one rank updates (utils/dist.h).
 #ifndef LAYERS_ADAMW_H
 #define LAYERS_ADAMW_H
 
@@ -11,6 +12,7 @@
 #include "utils/scratch.h"
 #include "layers/fastmath.h"
 #include "utils/params.h"
+#include "utils/dist.h"
 
 typedef struct {
     double beta1, beta2, eps, weight_decay;
@@ -44,9 +46,9 @@ static void adamw_update(real* params, const real* grads, real* m, real* v, long
     adamw_update_scaled(params, grads, m, v, N, lr, beta1, beta2, eps, weight_decay, t, 1);
 }
 
-// L2 norm of the N gradients. Fixed-size chunks summed in a fixed order, so
-// the result is bitwise the same for any thread count.
-static double grad_norm(const real* grads, long N) {
+// Sum of the squares of the N gradients. Fixed-size chunks summed in a fixed
+// order, so the result is bitwise the same for any thread count.
+static double grad_sum_squares(const real* grads, long N) {
     const long chunk = 1 << 16;
     long nchunks = (N + chunk - 1) / chunk;
     static Scratch scratch;
@@ -61,8 +63,11 @@ static double grad_norm(const real* grads, long N) {
     }
     double total = 0;
     for (long c = 0; c < nchunks; c++) total += partial[c];
-    return sqrt(total);
+    return total;
 }
+
+// L2 norm of the N gradients.
+static double grad_norm(const real* grads, long N) { return sqrt(grad_sum_squares(grads, N)); }
 
 // The factor that brings the gradients' norm to at most max_norm (as PyTorch's
 // clip_grad_norm_: max_norm / (norm + 1e-6)), 1 if max_norm <= 0 or the norm is
@@ -80,22 +85,33 @@ static void clip_grads(real* grads, long N, double norm, double max_norm) {
     for (long i = 0; i < N; i++) grads[i] *= f;
 }
 
-// One training update of every tensor, after the gradients of update `step`
-// (1-based) are in: their global norm, a stop naming the step when it or the
-// loss is not finite, clipping, then AdamW with learning rate lr (weight decay
-// only where the table says so). Returns the norm before clipping.
-static double adamw_step(Parameters* P, const AdamW* opt, double lr, double loss, long step) {
-    double norm = grad_norm(P->grads, P->count);
+// One training update of the shard's pieces of params, after the gradients of
+// update `step` (1-based) are in: the global norm of the gradients (summed over
+// the ranks when they hold different pieces), a stop naming the step when it or
+// the loss is not finite, clipping, then AdamW with learning rate lr (weight
+// decay only where the table says so). Returns the norm before clipping.
+static double adamw_step_shard(real* params, const ParamShard* s, const AdamW* opt, double lr, double loss,
+                               long step) {
+    double squares = grad_sum_squares(s->grads, s->count);
+    if (s->split != NULL) squares = dist_sum(s->split, squares);
+    double norm = sqrt(squares);
     if (!isfinite(loss) || !isfinite(norm))
         fail("step %ld: the loss (%g) or gradient norm (%g) is not finite", step, loss, norm);
     real scale = clip_scale(norm, opt->grad_clip);
-    for (int i = 0; i < P->ntensors; i++) {
-        const TensorInfo* ti = &P->tensors[i];
-        if (ti->size == 0) continue;
-        adamw_update_scaled(P->params + ti->offset, P->grads + ti->offset, P->m + ti->offset, P->v + ti->offset,
-                            ti->size, (real)lr, (real)opt->beta1, (real)opt->beta2, (real)opt->eps,
-                            ti->decay ? (real)opt->weight_decay : 0, step, scale);
+    for (int i = 0; i < s->npieces; i++) {
+        const ShardPiece* p = &s->pieces[i];
+        adamw_update_scaled(params + p->offset, s->grads + p->at, s->m + p->at, s->v + p->at, p->count, (real)lr,
+                            (real)opt->beta1, (real)opt->beta2, (real)opt->eps,
+                            p->decay ? (real)opt->weight_decay : 0, step, scale);
     }
+    return norm;
+}
+
+// adamw_step_shard over every tensor of P.
+static double adamw_step(Parameters* P, const AdamW* opt, double lr, double loss, long step) {
+    ParamShard whole = param_shard_whole(P);
+    double norm = adamw_step_shard(P->params, &whole, opt, lr, loss, step);
+    free(whole.pieces);
     return norm;
 }
 

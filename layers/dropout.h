@@ -17,6 +17,12 @@ static inline int dropout_keep(uint64_t key, long i, uint32_t threshold) {
 
 static inline uint32_t dropout_threshold(real p) { return (uint32_t)(p * (real)16777216); }
 
+// The key whose mask is key's from element `first` on: a part of a larger tensor
+// (one rank's samples of a batch) gets the mask it has within the whole.
+static inline uint64_t dropout_key_from(uint64_t key, long first) {
+    return key + (uint64_t)first * 0x9e3779b97f4a7c15ULL;
+}
+
 // out = mask * inp / (1 - p); out may be inp.
 static void dropout_forward(real* out, const real* inp, long N, real p, uint64_t key) {
     if (p <= 0) {

@@ -1,7 +1,9 @@
 // Batches of an image classifier from image shards (utils/image_shard.h): the
 // images shuffled each epoch (the order of epoch e is a function of the seed and
 // e, so a resumed run needs only its position), cropped, flipped and normalised
-// (utils/augment.h); and the per-channel mean and std of a set.
+// (utils/augment.h); and the per-channel mean and std of a set. Each rank of a
+// run on several (utils/dist.h) reads its own images of every batch, and every
+// rank makes the same draws, so the batches do not depend on the number of ranks.
 #ifndef UTILS_IMAGE_LOADER_H
 #define UTILS_IMAGE_LOADER_H
 
@@ -13,17 +15,18 @@
 #include "utils/rng.h"
 #include "utils/image_shard.h"
 #include "utils/augment.h"
+#include "utils/dist.h"
 
 typedef struct {
     ImageSet set;
     long* perm;        // order of the images in epoch perm_epoch
     long perm_epoch;
-    uint8_t* raw;      // (B, H, W, C) pixels of a batch
+    uint8_t* raw;      // (B, H, W, C) pixels of the images read
     int* labels;       // (B)
     long* indices;     // (B)
 } ImageLoader;
 
-// Opens every shard matching pattern, for batches of up to B images.
+// Opens every shard matching pattern, for reads of up to B images.
 static ImageLoader image_loader_open(const char* pattern, int B) {
     ImageLoader d;
     d.set = image_set_open(pattern);
@@ -72,15 +75,27 @@ static void image_loader_shuffle(ImageLoader* d, uint64_t seed, long epoch) {
     d->perm_epoch = epoch;
 }
 
-// Reads the B training images at positions pos.. of the shuffled stream.
-static void image_loader_next(ImageLoader* d, uint64_t seed, long pos, int B) {
-    long n = d->set.count;
-    for (int j = 0; j < B; j++) {
-        long e = (pos + j) / n;
+// The images of a micro-batch of B that one rank reads: its part [lo, hi), then,
+// when mixing, their partners. augment_mix pairs image j of n with image n-1-j, so
+// after the part come images B-hi .. B-1-lo in order: image lo+j of the batch meets
+// B-1-lo-j, its partner in the whole batch. Returns how many.
+static int image_batch_part(int* which, int B, int lo, int hi, int mixing) {
+    int n = 0;
+    for (int b = lo; b < hi; b++) which[n++] = b;
+    for (int b = B - hi; mixing && b < B - lo; b++) which[n++] = b;
+    return n;
+}
+
+// Reads the training images which[0..n) of the micro-batch at positions pos.. of
+// the shuffled stream.
+static void image_loader_next(ImageLoader* d, uint64_t seed, long pos, const int* which, int n) {
+    long count = d->set.count;
+    for (int j = 0; j < n; j++) {
+        long at = pos + which[j], e = at / count;
         if (e != d->perm_epoch) image_loader_shuffle(d, seed, e);
-        d->indices[j] = d->perm[(pos + j) % n];
+        d->indices[j] = d->perm[at % count];
     }
-    image_set_read(&d->set, d->indices, B, d->raw, d->labels);
+    image_set_read(&d->set, d->indices, n, d->raw, d->labels);
 }
 
 // Reads images first..first+B-1 in the set's order (evaluation).
@@ -89,10 +104,12 @@ static void image_loader_range(ImageLoader* d, long first, int B) {
     image_set_read(&d->set, d->indices, B, d->raw, d->labels);
 }
 
-// images (B, S, S, C) from the loader's raw batch: random crops (padded by pad)
-// and flips when rng is given, centre crops otherwise; normalised by mean, std (C).
-static void image_loader_crops(real* images, const ImageLoader* d, int B, int S, int pad, int flip, Rng* rng,
-                               const real* mean, const real* std) {
+// images (n, S, S, C) from the loader's n images read, images which[0..n) of a
+// batch of B: random crops (padded by pad) and flips when rng is given, drawn for
+// all B images so that the draws are the same whichever are read; centre crops
+// otherwise (which may be NULL); normalised by mean, std (C).
+static void image_loader_crops(real* images, const ImageLoader* d, int n, const int* which, int B, int S, int pad,
+                               int flip, Rng* rng, const real* mean, const real* std) {
     const ImageSet* s = &d->set;
     int y0[B], x0[B], fl[B];
     for (int b = 0; b < B; b++) {
@@ -105,9 +122,29 @@ static void image_loader_crops(real* images, const ImageLoader* d, int B, int S,
         }
     }
 #pragma omp parallel for
-    for (int b = 0; b < B; b++)
-        augment_crop(images + (long)b * S * S * s->channels, d->raw + (long)b * s->image_bytes, s->height,
+    for (int j = 0; j < n; j++) {
+        int b = which != NULL ? which[j] : j;
+        augment_crop(images + (long)j * S * S * s->channels, d->raw + (long)j * s->image_bytes, s->height,
                      s->width, s->channels, S, y0[b], x0[b], fl[b], mean, std);
+    }
+}
+
+// A hash of a set, to check that every rank reads the same: its size, every label,
+// and the pixels of up to 64 images spread over it (all of them would be
+// ImageNet's 190 GB).
+static uint64_t image_set_hash(const ImageSet* set) {
+    long head[5] = {set->count, set->channels, set->height, set->width, set->num_classes};
+    uint64_t h = dist_hash(0, head, sizeof head);
+    for (int k = 0; k < set->nshards; k++)
+        h = dist_hash(h, set->shards[k].labels, (size_t)set->shards[k].count * sizeof(int32_t));
+    uint8_t* px = (uint8_t*)malloc_check((size_t)set->image_bytes);
+    long step = set->count / 64 > 0 ? set->count / 64 : 1;
+    for (long i = 0; i < set->count; i += step) {
+        image_set_read(set, &i, 1, px, NULL);
+        h = dist_hash(h, px, (size_t)set->image_bytes);
+    }
+    free(px);
+    return h;
 }
 
 // Per-channel mean and std in [0, 1] over up to 10,000 images spread over the set.

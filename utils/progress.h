@@ -3,6 +3,8 @@
 // per update, throughput, model-FLOPs utilisation and the time left.
 // MFU = (the FLOPs an update does, as the trainer counts them) / (its time) /
 // (this machine's measured fp32 FMA peak on the run's threads, utils/peak.h).
+// With several ranks the items and FLOPs are the global batch's and the peak the
+// sum of every rank's.
 #ifndef UTILS_PROGRESS_H
 #define UTILS_PROGRESS_H
 
@@ -10,6 +12,7 @@
 #include <omp.h>
 #include "utils/logger.h"
 #include "utils/peak.h"
+#include "utils/dist.h"
 
 typedef struct {
     long total;           // updates of the run
@@ -20,21 +23,26 @@ typedef struct {
     int evaluates;        // whether there are evaluations at all
     double eval_seconds;  // time of the last evaluation, for the time left
     double flops;         // FLOPs of an update
-    double peak;          // FLOP/s the machine can do
+    double peak;          // FLOP/s the machines can do
     double t_start, t0;   // the run's start, the update's start
     double ms_avg;        // mean time per update, the first one left out (page faults)
     long timed;
 } Progress;
 
-static Progress progress_start(long total, double items, const char* unit, int log_interval, int eval_every,
-                               int evaluates, double flops) {
+static Progress progress_start(const Dist* dist, long total, double items, const char* unit, int log_interval,
+                               int eval_every, int evaluates, double flops) {
     // one core's peak times the threads: measuring all threads at once on a busy
     // machine measures the other programs more than the cores
     int threads = omp_get_max_threads();
     Peak peak = peak_measure(1);
-    printf("%.2f GFLOP per update; this machine's fp32 peak %.1f GFLOP/s (%s, %d threads x %.1f)\n", flops * 1e-9,
-           peak.gflops * threads, peak.isa, threads, peak.gflops);
-    Progress p = {total, items, unit, log_interval, eval_every, evaluates, 0, flops, peak.gflops * threads * 1e9,
+    double gflops = dist_sum(dist, peak.gflops * threads);
+    if (dist->size == 1)
+        printf("%.2f GFLOP per update; this machine's fp32 peak %.1f GFLOP/s (%s, %d threads x %.1f)\n",
+               flops * 1e-9, gflops, peak.isa, threads, peak.gflops);
+    else
+        printf("%.2f GFLOP per update; the %d ranks' fp32 peak %.1f GFLOP/s (%s, %d threads x %.1f on rank 0)\n",
+               flops * 1e-9, dist->size, gflops, peak.isa, threads, peak.gflops);
+    Progress p = {total, items, unit, log_interval, eval_every, evaluates, 0, flops, gflops * 1e9,
                   omp_get_wtime(), 0, 0, 0};
     return p;
 }

@@ -1,6 +1,8 @@
 // Batches of a language model from token shards (utils/token_shard.h): random or
 // consecutive training windows, and the overlapping windows of a sliding-window
-// evaluation that scores every token once.
+// evaluation that scores every token once. Each rank of a run on several
+// (utils/dist.h) fills samples [lo, hi) of every batch, and every rank makes the
+// same draws, so the batches do not depend on the number of ranks.
 #ifndef UTILS_TOKEN_LOADER_H
 #define UTILS_TOKEN_LOADER_H
 
@@ -38,9 +40,10 @@ static TokenData load_tokens(const char* pattern, long vocab_size, const char* w
     return d;
 }
 
-// inputs, targets (B, T) = B samples of T+1 consecutive tokens: random starts drawn
-// from rng, or consecutive blocks from *pos (wrapping to the start at the end).
-static void next_batch(const TokenData* d, int B, int T, int random, Rng* rng, long* pos,
+// A batch of B samples of T+1 consecutive tokens: random starts drawn from rng,
+// or consecutive blocks from *pos (wrapping to the start at the end). Samples
+// lo..hi-1 go to inputs, targets (hi-lo, T); the others are drawn and skipped.
+static void next_batch(const TokenData* d, int B, int lo, int hi, int T, int random, Rng* rng, long* pos,
                        int* inputs, int* targets) {
     for (int b = 0; b < B; b++) {
         long start;
@@ -51,9 +54,10 @@ static void next_batch(const TokenData* d, int B, int T, int random, Rng* rng, l
             start = *pos;
             *pos += T;
         }
+        if (b < lo || b >= hi) continue;
         for (int t = 0; t < T; t++) {
-            inputs[b * T + t] = (int)d->tokens[start + t];
-            targets[b * T + t] = (int)d->tokens[start + t + 1];
+            inputs[(b - lo) * T + t] = (int)d->tokens[start + t];
+            targets[(b - lo) * T + t] = (int)d->tokens[start + t + 1];
         }
     }
 }
@@ -67,17 +71,18 @@ typedef struct {
     long scored_upto; // targets 1..scored_upto are scored
 } EvalWindows;
 
-// Fills up to B windows into inputs, targets (B, T), with target -1 where a token
-// was scored before; returns how many (0: every token is scored).
-static int eval_windows_next(EvalWindows* w, const TokenData* d, int B, int T, int W, int* inputs,
-                             int* targets) {
+// The next batch of up to B windows, with target -1 where a token was scored
+// before; windows lo..hi-1 of it go to inputs, targets (hi-lo, T). Returns how
+// many windows the batch has (0: every token is scored).
+static int eval_windows_next(EvalWindows* w, const TokenData* d, int B, int lo, int hi, int T, int W,
+                             int* inputs, int* targets) {
     int b = 0;
     for (; b < B && w->scored_upto < d->n - 1; b++) {
         long s = w->next_start < d->n - 1 - T ? w->next_start : d->n - 1 - T;
-        for (int t = 0; t < T; t++) {
-            inputs[b * T + t] = (int)d->tokens[s + t];
+        for (int t = 0; t < T && b >= lo && b < hi; t++) { // only this rank's windows are filled
+            inputs[(b - lo) * T + t] = (int)d->tokens[s + t];
             long j = s + t + 1;
-            targets[b * T + t] = j > w->scored_upto ? (int)d->tokens[j] : -1;
+            targets[(b - lo) * T + t] = j > w->scored_upto ? (int)d->tokens[j] : -1;
         }
         w->scored_upto = s + T;
         w->next_start += T - W;

@@ -181,7 +181,8 @@ static void test_context_window(int W) {
     TokenData d = {(uint32_t*)malloc_check(sizeof(uint32_t) * n), n};
     for (int i = 0; i < n; i++) d.tokens[i] = (uint32_t)rng_below(&rng, m.config.V);
     int inputs[B * T], targets[B * T];
-    EvalResult r = evaluate(&m, &d, B, T, W, 0, inputs, targets);
+    Dist one = dist_single();
+    EvalResult r = evaluate(&m, &one, &d, B, T, W, 0, inputs, targets);
     double sum = 0;
     int context_ok = 1;
     for (long j = 1; j < n; j++) {
