@@ -23,10 +23,12 @@ typedef struct {
     long* indices;     // (B)
 } ImageLoader;
 
-// Opens every shard matching pattern, for batches of up to B images.
+// Opens every shard matching pattern, for batches of up to B images; fails, naming the
+// first shard, when they hold no images (before the batch is allocated, whatever its size).
 static ImageLoader image_loader_open(const char* pattern, int B) {
     ImageLoader d;
     d.set = image_set_open(pattern);
+    if (d.set.count < 1) fail("%s: no images", d.set.shards[0].path);
     d.perm = (long*)malloc_check((size_t)d.set.count * sizeof(long));
     d.perm_epoch = -1;
     d.raw = (uint8_t*)malloc_check((size_t)B * d.set.image_bytes);
@@ -54,7 +56,6 @@ static void image_loader_check(const ImageLoader* d, const char* what, int chann
         fail("%s: images are %dx%d, smaller than image_size %d (%s)", path, s->height, s->width, S, what);
     if (s->num_classes != K)
         fail("%s: shards have %d classes, the configuration has num_classes %d (%s)", path, s->num_classes, K, what);
-    if (s->count < 1) fail("%s: no images (%s)", path, what);
 }
 
 // The images of epoch e in a fixed random order (its own seed, so that a resumed
@@ -72,9 +73,11 @@ static void image_loader_shuffle(ImageLoader* d, uint64_t seed, long epoch) {
     d->perm_epoch = epoch;
 }
 
-// Reads the B training images at positions pos.. of the shuffled stream.
+// Reads the B training images at positions pos.. of the shuffled stream (epoch
+// pos / count, and so on).
 static void image_loader_next(ImageLoader* d, uint64_t seed, long pos, int B) {
     long n = d->set.count;
+    if (pos < 0) fail("the position %ld in the training images (%s) is negative", pos, d->set.shards[0].path);
     for (int j = 0; j < B; j++) {
         long e = (pos + j) / n;
         if (e != d->perm_epoch) image_loader_shuffle(d, seed, e);
