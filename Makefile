@@ -1,8 +1,9 @@
 # flowformer.c: `make` builds the trainers and tools, `make test` runs the suite,
 # `make USE_MPI=1` builds the trainers with MPI, `make test-mpi` checks them under mpirun,
-# `make bench` prints the benchmark tables, `make deps` installs what is needed,
-# `make venv` creates the PyTorch peer's virtual environment and `make bench-train`
-# times the C trainers against it.
+# `make sanitize` runs the suite built with AddressSanitizer and UBSan, `make fuzz` fuzzes
+# the readers of untrusted files, `make bench` prints the benchmark tables, `make deps`
+# installs what is needed, `make venv` creates the PyTorch peer's virtual environment
+# and `make bench-train` times the C trainers against it.
 # This file reads top to bottom: settings, what each target builds, then the rules.
 
 CC ?= gcc
@@ -10,6 +11,8 @@ CFLAGS ?= -O3 -march=native
 CFLAGS += -fopenmp -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -I.
 LDLIBS = -lm
 BUILD = build
+# Where the program tests find the trainers (make sanitize points it at its own build).
+TRAINER_DIR = .
 # Every program depends on every shared header: they are all header-only.
 HEADERS = $(wildcard layers/*.h) $(wildcard utils/*.h)
 # Where `make bench-data` finds the real data sets.
@@ -51,17 +54,43 @@ TESTS += $(BUILD)/test_matmul $(BUILD)/test_matmul_f64
 # benchmark behind the README's figures (`make bench-allreduce`).
 MPI_BUILD = $(BUILD)/mpi
 MPI_TRAINERS = $(MPI_BUILD)/train_gpt_flow $(MPI_BUILD)/train_vit_flow
+# checkpoints, settings and checksums against damaged and hostile files; the fuzz
+# targets' seed and regression inputs
+TESTS += $(BUILD)/test_formats $(BUILD)/test_fuzz_inputs
+
+# make sanitize: the whole suite, trainers and tools included, built in build/sanitize/
+# with AddressSanitizer and UBSan (every report fatal) and run. -O2 -march=native keep the
+# arithmetic of the normal build (fused multiply-adds: test_fastmath's bounds need them).
+# Not checked: leaks (fail() exits with its allocations live) and signed left shifts
+# out of range, which stb_image_write's JPEG writer does (the tests use it). OpenMP's
+# threads sleep at barriers rather than spin: instrumented code on shared cores crawls
+# otherwise (test_attention took 134 s instead of 12).
+SANITIZE_CFLAGS = -O2 -g -march=native -fsanitize=address,undefined,float-cast-overflow \
+                  -fno-sanitize=shift-base -fno-sanitize-recover=all -fno-omit-frame-pointer
+SANITIZE_ENV = ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 OMP_WAIT_POLICY=passive
+
+# make fuzz: each libFuzzer target of dev/fuzz/targets.h for FUZZ_SECONDS, from its seed
+# inputs (dev/fuzz/corpus/, committed; new inputs go to build/fuzz/corpus/). A crash
+# leaves its input in build/fuzz/crashes/<target>/: fix the reader, then commit the
+# input under dev/fuzz/regressions/<target>/, where make test replays it.
+FUZZ_TARGETS = token_shard image_shard checkpoint config vocab image_decode
+FUZZ_SECONDS ?= 30
+FUZZ_CC ?= clang
+FUZZ_CFLAGS = -O1 -g -std=gnu11 -I. -DFUZZING -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+              -fsanitize-ignorelist=dev/fuzz/ignorelist.txt
+FUZZ_ENV = ASAN_OPTIONS=detect_leaks=0
 
 BENCHES = $(BUILD)/bench_attention
 # Elementwise and fused layers, unfused against fused: make bench-layers.
 BENCHES += $(BUILD)/bench_layers
 
 .DEFAULT_GOAL := all
-.PHONY: all test test-mpi bench bench-layers bench-matmul bench-peak bench-data bench-train bench-allreduce venv deps clean
+.PHONY: all test test-mpi sanitize fuzz fuzz-corpus bench bench-layers bench-matmul bench-peak bench-data bench-train bench-allreduce venv deps clean
 
 all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE)
 
-test: $(TESTS)
+# The trainers are named so that make keeps those of make sanitize's build.
+test: $(TESTS) $(addprefix $(TRAINER_DIR)/,$(TRAINERS))
 	@dev/run_tests.sh $(TESTS)
 
 test-mpi: $(MPI_TRAINERS) $(BUILD)/prepare_images $(SHAKESPEARE)
@@ -71,6 +100,19 @@ test-mpi: $(MPI_TRAINERS) $(BUILD)/prepare_images $(SHAKESPEARE)
 # shared memory and over TCP between two network namespaces (root only).
 bench-allreduce: $(MPI_BUILD)/bench_allreduce
 	dev/bench_allreduce.sh
+sanitize:
+	$(SANITIZE_ENV) CFLAGS="$(SANITIZE_CFLAGS)" $(MAKE) BUILD=$(BUILD)/sanitize TRAINER_DIR=$(BUILD)/sanitize test
+
+fuzz: $(addprefix fuzz-,$(FUZZ_TARGETS))
+
+fuzz-%: $(BUILD)/fuzz/fuzz_%
+	@mkdir -p $(BUILD)/fuzz/corpus/$* $(BUILD)/fuzz/crashes/$*
+	$(FUZZ_ENV) $< -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/crashes/$*/ $(BUILD)/fuzz/corpus/$* dev/fuzz/corpus/$*
+
+# Rewrites the seed inputs (after a format changes).
+fuzz-corpus: $(BUILD)/make_corpus
+	$(BUILD)/make_corpus
 
 bench: $(BENCHES)
 	$(BUILD)/bench_attention
@@ -100,13 +142,13 @@ venv: $(VENV)/.installed
 bench-train: all $(VENV)/.installed
 	DATA=$(DATA) $(VENV)/bin/python dev/bench_train.py $(BENCH_TRAIN_ARGS)
 
-# Debian packages: cJSON (configs), stb (image decode), PyTorch/numpy (dev/ references only),
-# OpenBLAS (make bench-matmul only), Open MPI (make USE_MPI=1, make test-mpi), iproute2
-# (the network namespaces of make test-mpi).
+# Debian packages: cJSON (configs), stb (image decode), clang and its libFuzzer (make fuzz),
+# PyTorch/numpy (dev/ references only), OpenBLAS (make bench-matmul only), Open MPI
+# (make USE_MPI=1, make test-mpi), iproute2 (the network namespaces of make test-mpi).
 deps:
 	apt-get update -q
-	apt-get install -y -q build-essential libcjson-dev libstb-dev python3-numpy python3-torch libopenblas-dev \
-		libopenmpi-dev openmpi-bin iproute2
+	apt-get install -y -q build-essential libcjson-dev libstb-dev clang libclang-rt-14-dev python3-numpy \
+		python3-torch libopenblas-dev libopenmpi-dev openmpi-bin iproute2
 
 clean:
 	rm -rf $(BUILD) $(TRAINERS)
@@ -129,6 +171,9 @@ $(MPI_BUILD)/train_%: train_%.c $(HEADERS)
 $(MPI_BUILD)/bench_allreduce: dev/bench_allreduce.c train_gpt_flow.c $(HEADERS)
 	mkdir -p $(MPI_BUILD)
 	$(MPICC) $(CFLAGS) $(MPI_FLAGS) -DTESTING -o $@ $< $(LDLIBS) -lcjson
+# the trainers of a build of their own (make sanitize)
+$(BUILD)/train_%: train_%.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lcjson
 
 $(BUILD)/prepare_%: data/prepare_%.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
@@ -145,7 +190,7 @@ $(BUILD)/test_attention: dev/test/test_attention.c $(BUILD)/attention_f64.o dev/
 # Data tests run the preparation programs as subprocesses, so they depend on them.
 $(BUILD)/test_data_text: dev/test/test_data_text.c dev/test/*.h $(HEADERS) $(BUILD)/prepare_text | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-$(BUILD)/test_data_images: dev/test/test_data_images.c dev/test/*.h $(HEADERS) $(BUILD)/prepare_images | $(BUILD)
+$(BUILD)/test_data_images: dev/test/test_data_images.c dev/test/*.h $(HEADERS) $(BUILD)/prepare_images $(BUILD)/prepare_fashion_mnist | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # The model tests include the trainer with -DTESTING (its main() left out); the
@@ -157,8 +202,12 @@ $(BUILD)/test_gpt: dev/test/test_gpt.c train_gpt_flow.c dev/test/*.h $(HEADERS) 
 $(BUILD)/test_vit: dev/test/test_vit.c train_vit_flow.c dev/test/*.h $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -DTESTING -o $@ $< $(LDLIBS) -lcjson
 # The program tests run the trainer itself.
-$(BUILD)/test_%_cli: dev/test/test_%_cli.c train_%_flow dev/test/*.h $(HEADERS) | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/test_%_cli: dev/test/test_%_cli.c $(TRAINER_DIR)/train_%_flow dev/test/*.h $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DTRAINER_DIR='"$(TRAINER_DIR)"' -o $@ $< $(LDLIBS)
+$(BUILD)/test_formats: dev/test/test_formats.c dev/test/*.h $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lcjson
+$(BUILD)/test_fuzz_inputs: dev/test/test_fuzz_inputs.c dev/fuzz/targets.h dev/test/*.h $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lcjson
 
 $(BUILD)/bench_attention: dev/bench_attention.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
@@ -183,6 +232,10 @@ $(BUILD)/test_matmul_f64: dev/test/test_matmul.c dev/test/testing.h $(HEADERS) |
 $(BUILD)/bench_matmul: dev/bench_matmul.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lopenblas
 $(BUILD)/bench_peak: dev/bench_peak.c $(HEADERS) | $(BUILD)
+$(BUILD)/fuzz/fuzz_%: dev/fuzz/fuzz.c dev/fuzz/targets.h dev/fuzz/ignorelist.txt $(HEADERS)
+	@mkdir -p $(BUILD)/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_TARGET=fuzz_$* -o $@ $< $(LDLIBS) -lcjson
+$(BUILD)/make_corpus: dev/fuzz/make_corpus.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(VENV)/.installed: dev/requirements.txt dev/setup_venv.sh
 	VENV=$(VENV) dev/setup_venv.sh

@@ -6,7 +6,8 @@
 // t10k-labels-idx1-ubyte, each gzipped (.gz, as downloaded) or not (as Debian's
 // dataset-fashion-mnist may install them under /usr/share/datasets/fashion-mnist/).
 // Writes OUTDIR/train_000000.bin (60,000 images) and OUTDIR/test_000000.bin (10,000):
-// 28 x 28, 1 channel, 10 classes.
+// 28 x 28, 1 channel, 10 classes. Other sizes are accepted (MNIST-like sets) within the
+// bounds of an image shard.
 #include <stdint.h>
 #include <unistd.h>
 #include <sys/stat.h>
@@ -14,19 +15,10 @@
 #include "utils/utils.h"
 #include "utils/image_shard.h"
 
-static unsigned char* read_all(const char* path, long* len) {
-    FILE* f = fopen_check(path, "rb");
-    if (fseek(f, 0, SEEK_END) != 0) fail("%s: seek failed: %s", path, strerror(errno));
-    *len = ftell(f);
-    rewind(f);
-    unsigned char* buf = (unsigned char*)malloc_check((size_t)*len);
-    fread_check(buf, 1, (size_t)*len, f, path);
-    fclose_check(f, path);
-    return buf;
-}
+#define IDX_MAX_BYTES (1L << 30) // of an IDX file, decompressed (Fashion-MNIST's largest: 47 MB)
 
 // Contents of a gzip file, through the system's gzip (stb's inflate rejects some of these
-// files, and gzip is everywhere zlib's headers may not be).
+// files, and gzip is everywhere zlib's headers may not be), at most IDX_MAX_BYTES.
 static unsigned char* gunzip(const char* path, long* out_len) {
     int fd[2];
     if (pipe(fd) != 0) fail("pipe failed: %s", strerror(errno));
@@ -50,6 +42,7 @@ static unsigned char* gunzip(const char* path, long* out_len) {
         if (got < 0) fail("%s: read error from gzip: %s", path, strerror(errno));
         if (got == 0) break;
         n += got;
+        if (n > IDX_MAX_BYTES) fail("%s: decompresses to more than %ld bytes, too large for an IDX file", path, IDX_MAX_BYTES);
     }
     close(fd[0]);
     int status;
@@ -65,7 +58,7 @@ static unsigned char* load_idx(const char* dir, const char* name, long* len, cha
     snprintf(path, plen, "%s/%s.gz", dir, name);
     if (stat(path, &st) != 0) snprintf(path, plen, "%s/%s", dir, name);
     long n;
-    unsigned char* raw = read_all(path, &n);
+    unsigned char* raw = (unsigned char*)read_whole_file(path, IDX_MAX_BYTES, &n);
     if (n >= 2 && raw[0] == 0x1f && raw[1] == 0x8b) {
         free(raw);
         return gunzip(path, len);
@@ -86,7 +79,12 @@ static void convert(const char* dir, const char* images_name, const char* labels
     if (ni < 16 || be32(img) != 0x803) fail("%s: not an IDX image file (magic %u, expected 2051)", ipath, ni >= 4 ? be32(img) : 0);
     if (nl < 8 || be32(lab) != 0x801) fail("%s: not an IDX label file (magic %u, expected 2049)", lpath, nl >= 4 ? be32(lab) : 0);
     long n = be32(img + 4), rows = be32(img + 8), cols = be32(img + 12);
-    if (ni != 16 + n * rows * cols) fail("%s: header says %ld images of %ldx%ld (%ld bytes) but there are %ld bytes", ipath, n, rows, cols, 16 + n * rows * cols, ni);
+    if (n > INT32_MAX || rows < 1 || rows > IMAGE_SHARD_MAX_SIDE || cols < 1 || cols > IMAGE_SHARD_MAX_SIDE)
+        fail("%s: header says %ld images of %ldx%ld; an image shard holds up to %d images of 1 to %d pixels a side",
+             ipath, n, rows, cols, INT32_MAX, IMAGE_SHARD_MAX_SIDE);
+    long bytes;
+    if (__builtin_mul_overflow(n, rows * cols, &bytes) || ni - 16 != bytes)
+        fail("%s: header says %ld images of %ldx%ld but there are %ld bytes of pixels", ipath, n, rows, cols, ni - 16);
     if (nl != 8 + (long)be32(lab + 4)) fail("%s: header says %u labels but there are %ld bytes", lpath, be32(lab + 4), nl - 8);
     if ((long)be32(lab + 4) != n) fail("%s has %ld images but %s has %u labels", ipath, n, lpath, be32(lab + 4));
     int32_t* labels = (int32_t*)malloc_check((size_t)n * sizeof(int32_t));

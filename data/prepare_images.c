@@ -1,6 +1,6 @@
 // ImageNet-style folders to image shards (utils/image_shard.h).
 //
-//   prepare_images [--size S] [--shard-size N] [--synsets FILE] SPLIT_DIR OUT_PREFIX
+//   prepare_images [--size S] [--shard-size N] [--synsets FILE] [--max-pixels P] SPLIT_DIR OUT_PREFIX
 //
 // SPLIT_DIR holds one folder per class (train/<wnid>/*.JPEG or val/<wnid>/*.JPEG). The class
 // index of a wnid is its position in the sorted list of classes: the first word of each line
@@ -8,7 +8,9 @@
 // and CMYK become RGB), its shorter side resized to S with an antialiased filter and its
 // centre S x S kept (utils/image_decode.h); shards OUT_PREFIX_000000.bin, ... hold up to N
 // images each, in class then file name order. Files that are not images or are truncated,
-// empty class folders and folders outside the class list are reported, skipped and counted.
+// empty class folders and folders outside the class list are reported, skipped and counted,
+// as are files that are not JPEG or PNG and images of more than P pixels (width x height;
+// 50 megapixels by default), which are refused before they are decoded.
 // Decoding runs on all cores (OMP_NUM_THREADS to change).
 #include <dirent.h>
 #include <glob.h>
@@ -16,6 +18,7 @@
 #include <time.h>
 #include <sys/stat.h>
 #include "utils/utils.h"
+#include "utils/paths.h"
 #include "utils/image_shard.h"
 #define STB_IMAGE_IMPLEMENTATION // the one place stb_image is compiled
 #include "utils/image_decode.h"
@@ -97,21 +100,33 @@ static long find_class(char** classes, long n, const char* name) {
 typedef struct { char* path; int label; } Item;
 
 static void usage(void) {
-    fprintf(stderr, "usage: prepare_images [--size S] [--shard-size N] [--synsets FILE] SPLIT_DIR OUT_PREFIX\n"
-                    "  writes OUT_PREFIX_000000.bin, ...: S x S RGB images (default S=256), N per shard (default 1024)\n");
+    fprintf(stderr, "usage: prepare_images [--size S] [--shard-size N] [--synsets FILE] [--max-pixels P] SPLIT_DIR OUT_PREFIX\n"
+                    "  writes OUT_PREFIX_000000.bin, ...: S x S RGB images (default S=256), N per shard (default 1024),\n"
+                    "  from JPEG and PNG files of at most P pixels (default %ld)\n", IMAGE_MAX_PIXELS);
     exit(2);
+}
+
+// The integer value of a flag, which must lie in [lo, hi].
+static long flag_value(const char* flag, const char* text, long lo, long hi) {
+    char* end;
+    errno = 0;
+    long x = strtol(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || errno != 0 || x < lo || x > hi)
+        fail("%s must be an integer in [%ld, %ld], got \"%s\"", flag, lo, hi, text);
+    return x;
 }
 
 int main(int argc, char** argv) {
     int S = 256;
-    long shard_size = 1024;
+    long shard_size = 1024, max_pixels = IMAGE_MAX_PIXELS;
     const char* synsets = NULL;
     const char* split_dir = NULL;
     const char* prefix = NULL;
     for (int i = 1; i < argc; i++) {
         int has = i + 1 < argc;
-        if (!strcmp(argv[i], "--size") && has) S = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--shard-size") && has) shard_size = atol(argv[++i]);
+        if (!strcmp(argv[i], "--size") && has) S = (int)flag_value("--size", argv[++i], 1, 4096);
+        else if (!strcmp(argv[i], "--shard-size") && has) shard_size = flag_value("--shard-size", argv[++i], 1, INT32_MAX);
+        else if (!strcmp(argv[i], "--max-pixels") && has) max_pixels = flag_value("--max-pixels", argv[++i], 1, 1L << 40);
         else if (!strcmp(argv[i], "--synsets") && has) synsets = argv[++i];
         else if (argv[i][0] == '-') usage();
         else if (!split_dir) split_dir = argv[i];
@@ -119,8 +134,6 @@ int main(int argc, char** argv) {
         else usage();
     }
     if (!split_dir || !prefix) usage();
-    if (S < 1 || S > 4096) fail("--size must be in [1, 4096], got %d", S);
-    if (shard_size < 1) fail("--shard-size must be positive, got %ld", shard_size);
 
     long nclasses;
     char** classes;
@@ -179,8 +192,13 @@ int main(int argc, char** argv) {
     if (nitems == 0) fail("%s: no image files found", split_dir);
 
     // Decode shard by shard: all cores decode into the shard's buffer, then it is written.
+    // The output folder exists before the first image is decoded.
+    make_parent_dirs(prefix);
     long chunk = shard_size < nitems ? shard_size : nitems;
     long image_bytes = (long)S * S * 3;
+    if (chunk > (1L << 34) / image_bytes)
+        fail("a shard of %ld images of %dx%d holds more than 16 GiB, all in memory at once: lower --shard-size",
+             chunk, S, S);
     uint8_t* pixels = (uint8_t*)malloc_check((size_t)chunk * image_bytes);
     int32_t* labels = (int32_t*)malloc_check((size_t)chunk * sizeof(int32_t));
     const char** why = (const char**)malloc_check((size_t)chunk * sizeof(char*));
@@ -195,7 +213,7 @@ int main(int argc, char** argv) {
         for (long j = 0; j < n; j++) {
             int w, h;
             why[j] = NULL;
-            unsigned char* img = decode_rgb(items[start + j].path, &w, &h, &why[j]);
+            unsigned char* img = decode_rgb_capped(items[start + j].path, max_pixels, &w, &h, &why[j]);
             if (img == NULL) continue;
             resize_crop(img, w, h, S, pixels + j * image_bytes);
             stbi_image_free(img);

@@ -16,6 +16,7 @@
 //       --vocab-from F   count the vocabulary over F (repeatable; default: the train file)
 //       --vocab F        use an existing vocabulary file instead of counting
 //       --vocab-size N   pad with madeupwords to exactly N entries instead of a multiple of 8
+//                        (N up to VOCAB_MAX_ENTRIES)
 //
 // Inputs are streamed: memory grows with the vocabulary, never with the corpus.
 #include <stdint.h>
@@ -28,6 +29,10 @@
 #include "utils/utils.h"
 #include "utils/token_shard.h"
 #include "utils/vocab.h"
+
+// The largest vocabulary, 2^24 entries (WikiText-103 has 267,744): beyond it the table of
+// words and an embedding of the vocabulary stop fitting in memory.
+#define VOCAB_MAX_ENTRIES (1L << 24)
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -514,8 +519,10 @@ static void prepare_words(int argc, char** argv) {
         } else if (!strcmp(a, "--vocab") && has) vocab_file = argv[++i];
         else if (!strcmp(a, "--vocab-size") && has) {
             char* end;
+            errno = 0;
             vocab_size = strtol(argv[++i], &end, 10);
-            if (*end || vocab_size <= 0) fail("--vocab-size wants a positive integer, got '%s'", argv[i]);
+            if (*argv[i] == '\0' || *end || errno != 0 || vocab_size <= 0 || vocab_size > VOCAB_MAX_ENTRIES)
+                fail("--vocab-size wants an integer in [1, %ld], got '%s'", VOCAB_MAX_ENTRIES, argv[i]);
         } else if (a[0] == '-') usage();
         else if (outdir == NULL) outdir = a;
         else usage();

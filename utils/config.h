@@ -3,8 +3,8 @@
 // Values come from the defaults, a JSON file (cJSON) and the command line
 // (--name value), and go back to JSON (logs and checkpoint headers store it, so a
 // run describes itself). Every problem stops the program with a message naming
-// the source and the field: an unknown field, a value of the wrong type or out of
-// its range, a malformed file.
+// the source and the field: an unknown field or one given twice, a value of the
+// wrong type, not finite or out of its range, a malformed file.
 #ifndef UTILS_CONFIG_H
 #define UTILS_CONFIG_H
 
@@ -14,10 +14,12 @@
 #include <string.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <cjson/cJSON.h>
 #include "utils/utils.h"
 
-#define CONFIG_STR 512  // bytes of a string field, terminator included
+#define CONFIG_STR 512               // bytes of a string field, terminator included
+#define CONFIG_MAX_FILE (1L << 20)   // bytes of a configuration file
 
 typedef enum { CFG_INT, CFG_FLOAT, CFG_BOOL, CFG_STRING } ConfigType;
 
@@ -85,8 +87,8 @@ static void config_set_text(const ConfigField* f, void* cfg, const char* value, 
     }
     case CFG_FLOAT: {
         double x = strtod(value, &end);
-        if (*value == '\0' || *end != '\0' || errno != 0)
-            fail("%s: --%s must be %s, got \"%s\"", source, f->name, config_type_name(f->type), value);
+        if (*value == '\0' || *end != '\0' || errno != 0 || !isfinite(x))
+            fail("%s: --%s must be a finite number, got \"%s\"", source, f->name, value);
         *(double*)p = x;
         break;
     }
@@ -114,28 +116,48 @@ static void config_set_arg(const ConfigSchema* s, void* cfg, const char* name, c
     config_set_text(f, cfg, value, "command line");
 }
 
+// Whether the JSON text has the escape \u0000 inside a string: cJSON would end the
+// string there and silently drop the rest.
+static int json_has_nul_escape(const char* text) {
+    int in_string = 0;
+    for (const char* p = text; *p; p++) {
+        if (*p == '"') in_string = !in_string;
+        else if (in_string && *p == '\\') {
+            if (strncmp(p + 1, "u0000", 5) == 0) return 1;
+            if (p[1] != '\0') p++; // the escaped character, which may be a quote
+        }
+    }
+    return 0;
+}
+
 // Applies every member of a JSON object; source names the file in messages.
 static void config_apply_json(const ConfigSchema* s, void* cfg, const char* text, const char* source) {
-    cJSON* root = cJSON_Parse(text);
+    const char* end = NULL;
+    cJSON* root = cJSON_ParseWithOpts(text, &end, 0);
     if (root == NULL) {
         const char* where = cJSON_GetErrorPtr();
         fail("%s: not valid JSON near \"%.20s\"", source, where ? where : "?");
     }
     if (!cJSON_IsObject(root)) fail("%s: the configuration must be a JSON object", source);
+    end += strspn(end, " \t\r\n");
+    if (*end != '\0') fail("%s: text after the JSON object: \"%.20s\"", source, end);
+    if (json_has_nul_escape(text)) fail("%s: a string holds \\u0000, which no setting may contain", source);
+    unsigned char* seen = (unsigned char*)calloc_check((size_t)s->count, 1);
     for (cJSON* item = root->child; item != NULL; item = item->next) {
         const ConfigField* f = config_find(s, item->string);
         if (f == NULL) fail("%s: unknown field \"%s\"", source, item->string);
+        if (seen[f - s->fields]++) fail("%s: field \"%s\" is given twice", source, f->name);
         char* p = (char*)cfg + f->offset;
+        double x = item->valuedouble;
         int ok = 0;
         switch (f->type) {
-        case CFG_INT:
-            ok = cJSON_IsNumber(item) && item->valuedouble == (double)(int)item->valuedouble &&
-                 item->valuedouble >= INT_MIN && item->valuedouble <= INT_MAX;
-            if (ok) *(int*)p = (int)item->valuedouble;
+        case CFG_INT: // range first: converting a double outside int's range is undefined
+            ok = cJSON_IsNumber(item) && x >= INT_MIN && x <= INT_MAX && x == floor(x);
+            if (ok) *(int*)p = (int)x;
             break;
         case CFG_FLOAT:
-            ok = cJSON_IsNumber(item);
-            if (ok) *(double*)p = item->valuedouble;
+            ok = cJSON_IsNumber(item) && isfinite(x);
+            if (ok) *(double*)p = x;
             break;
         case CFG_BOOL:
             ok = cJSON_IsBool(item);
@@ -146,25 +168,23 @@ static void config_apply_json(const ConfigSchema* s, void* cfg, const char* text
             if (ok) config_set_string(f, cfg, item->valuestring, source);
             break;
         }
+        if (!ok && f->type == CFG_FLOAT && cJSON_IsNumber(item)) // JSON's only way to infinity
+            fail("%s: field \"%s\" must be a finite number, got one beyond the range of a double", source,
+                 f->name);
         if (!ok) {
             char* shown = cJSON_PrintUnformatted(item);
             fail("%s: field \"%s\" must be %s, got %s", source, f->name, config_type_name(f->type),
                  shown ? shown : "?");
         }
     }
+    free(seen);
     cJSON_Delete(root);
 }
 
 static void config_load_file(const ConfigSchema* s, void* cfg, const char* path) {
-    FILE* f = fopen_check(path, "rb");
-    if (fseek(f, 0, SEEK_END) != 0) fail("%s: cannot seek: %s", path, strerror(errno));
-    long size = ftell(f);
-    if (size < 0) fail("%s: cannot tell its size: %s", path, strerror(errno));
-    rewind(f);
-    char* text = (char*)malloc_check((size_t)size + 1);
-    fread_check(text, 1, (size_t)size, f, path);
-    text[size] = '\0';
-    fclose_check(f, path);
+    long size;
+    char* text = read_whole_file(path, CONFIG_MAX_FILE, &size);
+    if ((long)strlen(text) != size) fail("%s: holds a NUL byte, not JSON text", path);
     config_apply_json(s, cfg, text, path);
     free(text);
 }
@@ -295,8 +315,8 @@ static void config_parse_double_list(const char* text, double* out, int n, const
     for (int i = 0; i < n; i++) {
         char* end;
         double v = strtod(p, &end);
-        if (end == p || (i + 1 < n && *end != ',') || (i + 1 == n && *end))
-            fail("configuration: %s must be %d numbers separated by commas (one per channel), got \"%s\"",
+        if (end == p || !isfinite(v) || (i + 1 < n && *end != ',') || (i + 1 == n && *end))
+            fail("configuration: %s must be %d finite numbers separated by commas (one per channel), got \"%s\"",
                  field, n, text);
         out[i] = v;
         p = end + 1;

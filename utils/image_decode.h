@@ -1,42 +1,73 @@
 // Image decoding and resizing, for data/prepare_images.c and train_vit_flow --visualize.
-// Decoding is stb_image's (grey, grey+alpha, RGBA and Adobe CMYK/YCCK JPEGs become RGB);
-// resizing follows torchvision's Resize(S) + CenterCrop(S) on PIL images: the shorter side
-// becomes S (the longer int(S * long / short)) with PIL's antialiased bilinear filter, then
-// the centre S x S is kept. Only the kept pixels are computed.
+// Decoding is stb_image's (grey, grey+alpha, RGBA and Adobe CMYK/YCCK JPEGs become RGB),
+// of JPEG and PNG files only, known by their first bytes, and only up to a number of
+// pixels checked before anything is decoded. Resizing follows torchvision's Resize(S) +
+// CenterCrop(S) on PIL images: the shorter side becomes S (the longer int(S * long /
+// short)) with PIL's antialiased bilinear filter, then the centre S x S is kept. Only the
+// kept pixels are computed.
 #ifndef UTILS_IMAGE_DECODE_H
 #define UTILS_IMAGE_DECODE_H
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
+#include "utils/utils.h"
+// The formats decode_rgb accepts are the only ones compiled (where the includer defines
+// STB_IMAGE_IMPLEMENTATION).
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
 #include <stb/stb_image.h>
 
-// Reads a whole file into memory; returns NULL and sets *why on failure.
-static unsigned char* read_file(const char* path, long* len, const char** why) {
-    FILE* f = fopen(path, "rb");
-    if (f == NULL) { *why = strerror(errno); return NULL; }
-    unsigned char* buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-            buf = (unsigned char*)malloc(n > 0 ? (size_t)n : 1);
-            if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) *len = n;
-            else { free(buf); buf = NULL; }
-        }
+#define IMAGE_MAX_PIXELS 50000000L // width x height, by default: 50 megapixels (150 MB decoded)
+#define IMAGE_MAX_FILE (1L << 30)  // bytes of an image file
+
+// stb_image 2.27 (Debian 12's) trusts a JPEG's Huffman tables: one of more than 256
+// symbols makes it write past its arrays, and a scan that uses a table never defined
+// makes it decode with whatever memory held. The two checks below refuse both.
+// Tables are numbered 4 * class + id (class 0 for DC coefficients, 1 for AC; ids 0-3).
+
+// Whether the n bytes of a DHT segment are Huffman tables of at most 256 symbols each (a
+// byte of class and id, 16 counts, then the symbols); adds them to the bits of *defined.
+static int jpeg_define_huffman(const unsigned char* p, long n, unsigned* defined) {
+    long i = 0;
+    while (i < n) {
+        if (i + 17 > n || p[i] >> 4 > 1 || (p[i] & 15) > 3) return 0;
+        long symbols = 0;
+        for (int k = 1; k <= 16; k++) symbols += p[i + k];
+        if (symbols > 256 || i + 17 + symbols > n) return 0;
+        *defined |= 1u << (4 * (p[i] >> 4) + (p[i] & 15));
+        i += 17 + symbols;
     }
-    if (buf == NULL) *why = "cannot read the file";
-    fclose(f);
-    return buf;
+    return 1;
+}
+
+// Whether the n bytes of an SOS segment (component count, then a component and its DC
+// and AC table ids for each, then the spectral selection Ss, Se and the approximation
+// bits) only name tables in defined. A sequential scan uses both of its tables; a
+// progressive one its DC tables if it has the DC coefficient (Ss = 0), its AC tables if
+// it has AC coefficients (Se > 0).
+static int jpeg_scan_tables_defined(const unsigned char* p, long n, unsigned defined, int progressive) {
+    if (n < 1 || n < 1 + 2 * (long)p[0] + 3) return 0;
+    int uses_dc = !progressive || p[1 + 2 * p[0]] == 0, uses_ac = !progressive || p[2 + 2 * p[0]] > 0;
+    for (int c = 0; c < p[0]; c++) {
+        int dc = p[2 + 2 * c] >> 4, ac = p[2 + 2 * c] & 15;
+        if (uses_dc && (dc > 3 || !(defined >> dc & 1))) return 0;
+        if (uses_ac && (ac > 3 || !(defined >> (4 + ac) & 1))) return 0;
+    }
+    return 1;
 }
 
 // stb_image decodes truncated JPEGs without complaint (the missing part comes out grey),
-// so walk the marker segments and the entropy-coded data and require the end-of-image marker.
-// Returns NULL if complete, else the reason.
-static const char* jpeg_incomplete(const unsigned char* p, long n) {
+// so walk the marker segments and the entropy-coded data and require the end-of-image
+// marker; the Huffman tables are checked on the way. Returns NULL if the file is
+// complete and sound, else what is wrong.
+static const char* jpeg_unsound(const unsigned char* p, long n) {
     long i = 2; // after SOI
+    unsigned huffman = 0; // the tables defined so far
+    int progressive = 0;  // the frame header is SOF2
     while (i < n) {
         if (p[i] != 0xFF) return "corrupt JPEG (bytes outside a segment)";
         while (i < n && p[i] == 0xFF) i++; // fill bytes
@@ -47,8 +78,13 @@ static const char* jpeg_incomplete(const unsigned char* p, long n) {
         if (i + 2 > n) break;
         long seglen = ((long)p[i] << 8) | p[i + 1];
         if (seglen < 2) return "corrupt JPEG (bad segment length)";
+        if (i + seglen > n) break;
+        if (m == 0xC4 && !jpeg_define_huffman(p + i + 2, seglen - 2, &huffman))
+            return "corrupt JPEG (bad Huffman table)";
+        if (m == 0xC2) progressive = 1;
+        if (m == 0xDA && !jpeg_scan_tables_defined(p + i + 2, seglen - 2, huffman, progressive))
+            return "corrupt JPEG (a scan uses an undefined Huffman table)";
         i += seglen;
-        if (i > n) break;
         if (m == 0xDA) {
             // Entropy-coded data ends at the first 0xFF not followed by 0x00 (stuffing)
             // or a restart marker.
@@ -65,26 +101,60 @@ static const char* jpeg_incomplete(const unsigned char* p, long n) {
     return "truncated JPEG (no end-of-image marker)";
 }
 
-// Decodes an image file to RGB (*w x *h x 3, free with stbi_image_free). Returns NULL and
-// sets *why (a static string) when the file cannot be read, is not an image, or is truncated.
-static unsigned char* decode_rgb(const char* path, int* w, int* h, const char** why) {
-    long len = 0;
-    unsigned char* buf = read_file(path, &len, why);
-    if (buf == NULL) return NULL;
-    unsigned char* img = NULL;
-    if (len == 0) *why = "empty file";
-    else if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF && (*why = jpeg_incomplete(buf, len)) != NULL) {
-        // reason set
-    } else {
-        int n;
-        img = stbi_load_from_memory(buf, (int)len, w, h, &n, 3);
-        if (img == NULL) {
-            const char* r = stbi_failure_reason();
-            *why = r && !strcmp(r, "unknown image type") ? "not an image (unknown format)" : r ? r : "decode failed";
-        }
+// stb_image grows its buffer to the length a PNG chunk declares before it reads the
+// chunk (2 GB for a 129-byte file), so walk the chunks and require each to fit in the
+// file, up to the IEND chunk. Returns NULL if they do, else what is wrong.
+static const char* png_unsound(const unsigned char* p, long n) {
+    long i = 8; // after the signature
+    while (i + 8 <= n) {
+        long length = ((long)p[i] << 24) | ((long)p[i + 1] << 16) | ((long)p[i + 2] << 8) | p[i + 3];
+        if (length > n - i - 12) return "truncated PNG (a chunk runs past the end of the file)";
+        if (memcmp(p + i + 4, "IEND", 4) == 0) return NULL;
+        i += 12 + length; // length, type, data, CRC
     }
+    return "truncated PNG (no IEND chunk)";
+}
+
+// Whether the file starts as a JPEG or a PNG does. stb_image would also try TGA, BMP,
+// PSD and more on any bytes: 18 bytes of anything can read as a TGA header claiming
+// 26000 x 26000 pixels.
+static int is_jpeg(const unsigned char* p, long n) { return n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF; }
+static int is_png(const unsigned char* p, long n) { return n >= 8 && memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0; }
+
+// Decodes the JPEG or PNG file held in buf (len bytes) to RGB (*w x *h x 3, free with
+// stbi_image_free). Returns NULL and sets *why (a static string) when it is empty, not a
+// JPEG or a PNG, truncated or unsound, has more than max_pixels pixels (checked from its
+// header, before decoding: a 21 KB JPEG can claim 25000 x 25000) or does not decode.
+static unsigned char* decode_rgb_memory(const unsigned char* buf, long len, long max_pixels, int* w, int* h,
+                                        const char** why) {
+    int x, y, channels;
+    *why = NULL;
+    if (len == 0) *why = "empty file";
+    else if (!is_jpeg(buf, len) && !is_png(buf, len)) *why = "not an image (neither JPEG nor PNG)";
+    else if (len > INT_MAX) *why = "file too large"; // stb takes an int length
+    else *why = is_jpeg(buf, len) ? jpeg_unsound(buf, len) : png_unsound(buf, len);
+    if (*why == NULL && !stbi_info_from_memory(buf, (int)len, &x, &y, &channels))
+        *why = is_jpeg(buf, len) ? "corrupt JPEG (bad header)" : "corrupt PNG (bad header)";
+    if (*why == NULL && (long)x * y > max_pixels) *why = "too many pixels (width x height above the limit)";
+    if (*why != NULL) return NULL;
+    unsigned char* img = stbi_load_from_memory(buf, (int)len, w, h, &channels, 3);
+    if (img == NULL) *why = stbi_failure_reason() ? stbi_failure_reason() : "decode failed";
+    return img;
+}
+
+// decode_rgb_memory of the file at path; *why also says why it cannot be read.
+static unsigned char* decode_rgb_capped(const char* path, long max_pixels, int* w, int* h, const char** why) {
+    long len = 0;
+    unsigned char* buf = (unsigned char*)read_whole_file_or_why(path, IMAGE_MAX_FILE, &len, why);
+    if (buf == NULL) return NULL;
+    unsigned char* img = decode_rgb_memory(buf, len, max_pixels, w, h, why);
     free(buf);
     return img;
+}
+
+// decode_rgb_capped with the default limit of IMAGE_MAX_PIXELS.
+static unsigned char* decode_rgb(const char* path, int* w, int* h, const char** why) {
+    return decode_rgb_capped(path, IMAGE_MAX_PIXELS, w, h, why);
 }
 
 // PIL's bilinear (triangle) filter.
@@ -123,10 +193,12 @@ static int resize_taps(int in_size, int out_size, int crop, int n_out, int** fir
     return max_taps;
 }
 
-// Size of the image after torchvision's Resize(S): shorter side S, longer int(S*long/short).
+// Size of the image after torchvision's Resize(S): shorter side S, longer int(S*long/short),
+// at most 2^30 (only a strip of an image reaches that; the centre crop barely changes).
 static void resized_size(int w, int h, int S, int* rw, int* rh) {
-    if (w <= h) { *rw = S; *rh = (int)((double)S * h / w); }
-    else { *rh = S; *rw = (int)((double)S * w / h); }
+    double longer = fmin((double)S * (w <= h ? h : w) / (w <= h ? w : h), (double)(1 << 30));
+    if (w <= h) { *rw = S; *rh = (int)longer; }
+    else { *rh = S; *rw = (int)longer; }
 }
 
 // out (S x S x 3) = centre S x S crop of src (w x h x 3) resized so its shorter side is S.

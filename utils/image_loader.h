@@ -26,10 +26,12 @@ typedef struct {
     long* indices;     // (B)
 } ImageLoader;
 
-// Opens every shard matching pattern, for reads of up to B images.
+// Opens every shard matching pattern, for reads of up to B images; fails, naming the
+// first shard, when they hold no images (before the batch is allocated, whatever its size).
 static ImageLoader image_loader_open(const char* pattern, int B) {
     ImageLoader d;
     d.set = image_set_open(pattern);
+    if (d.set.count < 1) fail("%s: no images", d.set.shards[0].path);
     d.perm = (long*)malloc_check((size_t)d.set.count * sizeof(long));
     d.perm_epoch = -1;
     d.raw = (uint8_t*)malloc_check((size_t)B * d.set.image_bytes);
@@ -57,7 +59,6 @@ static void image_loader_check(const ImageLoader* d, const char* what, int chann
         fail("%s: images are %dx%d, smaller than image_size %d (%s)", path, s->height, s->width, S, what);
     if (s->num_classes != K)
         fail("%s: shards have %d classes, the configuration has num_classes %d (%s)", path, s->num_classes, K, what);
-    if (s->count < 1) fail("%s: no images (%s)", path, what);
 }
 
 // The images of epoch e in a fixed random order (its own seed, so that a resumed
@@ -90,6 +91,7 @@ static int image_batch_part(int* which, int B, int lo, int hi, int mixing) {
 // the shuffled stream.
 static void image_loader_next(ImageLoader* d, uint64_t seed, long pos, const int* which, int n) {
     long count = d->set.count;
+    if (pos < 0) fail("the position %ld in the training images (%s) is negative", pos, d->set.shards[0].path);
     for (int j = 0; j < n; j++) {
         long at = pos + which[j], e = at / count;
         if (e != d->perm_epoch) image_loader_shuffle(d, seed, e);

@@ -4,8 +4,9 @@
 //           number of classes K, then zeros
 //   labels: N int32, each in [0, K)
 //   pixels: N x H x W x C uint8 (row-major, channels last)
-// Readers check the header, the file size and the labels, and fail naming the file;
-// shards are written to "<path>.tmp" and renamed, so they only appear when complete.
+// Readers bound every dimension and check the file size (with checked arithmetic) and
+// the labels, and fail naming the file; writers refuse what readers would, and write
+// "<path>.tmp" and rename it, so a shard only appears when complete.
 // A data set is one or more shards (e.g. train_000000.bin, train_000001.bin, ...):
 // ImageSet indexes them as one.
 #ifndef UTILS_IMAGE_SHARD_H
@@ -18,10 +19,13 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include "utils/utils.h"
+#include "utils/paths.h"
 
 #define IMAGE_SHARD_MAGIC 20241010
 #define IMAGE_SHARD_VERSION 1
 #define IMAGE_SHARD_HEADER_INTS 16
+#define IMAGE_SHARD_MAX_SIDE 65536         // pixels of a height or a width
+#define IMAGE_SHARD_MAX_CLASSES (1 << 24)
 
 typedef struct {
     char* path;
@@ -35,6 +39,26 @@ typedef struct {
 // Byte offset of image i's pixels.
 static inline long image_shard_offset(const ImageShard* s, long i) {
     return (long)sizeof(int32_t) * (IMAGE_SHARD_HEADER_INTS + s->count) + i * s->image_bytes;
+}
+
+// Bytes of a shard of count images of height x width x channels with num_classes
+// classes; fails, naming path, when a reader would refuse those dimensions or their
+// product does not fit a long (6 images of 1696065956 x 1812699167, with their labels and
+// the header, come to 384 bytes modulo 2^64).
+static long image_shard_file_bytes(const char* path, long count, int channels, int height, int width,
+                                   int num_classes) {
+    if (count < 0 || count > INT32_MAX || channels < 1 || channels > 4 || height < 1 ||
+        height > IMAGE_SHARD_MAX_SIDE || width < 1 || width > IMAGE_SHARD_MAX_SIDE || num_classes < 1 ||
+        num_classes > IMAGE_SHARD_MAX_CLASSES)
+        fail("%s: corrupt image shard header: count %ld, channels %d, size %dx%d, classes %d (allowed: "
+             "channels 1 to 4, sides 1 to %d, classes 1 to %d)", path, count, channels, height, width,
+             num_classes, IMAGE_SHARD_MAX_SIDE, IMAGE_SHARD_MAX_CLASSES);
+    long image = (long)height * width * channels; // at most 2^34
+    long pixels, total;
+    if (__builtin_mul_overflow(count, image, &pixels) ||
+        __builtin_add_overflow(pixels, (long)sizeof(int32_t) * (IMAGE_SHARD_HEADER_INTS + count), &total))
+        fail("%s: %ld images of %dx%dx%d do not fit one file", path, count, height, width, channels);
+    return total;
 }
 
 // Reads exactly n bytes at offset (thread-safe) or fails naming the file.
@@ -57,6 +81,8 @@ static void image_shard_open(ImageShard* s, const char* path) {
     if (s->fd < 0) fail("cannot open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(s->fd, &st) != 0) fail("%s: cannot stat: %s", path, strerror(errno));
+    const char* not_file = not_regular_file(&st);
+    if (not_file != NULL) fail("%s: %s", path, not_file);
     int32_t h[IMAGE_SHARD_HEADER_INTS];
     if ((long)st.st_size < (long)sizeof(h))
         fail("%s: truncated image shard: %ld bytes, shorter than the %zu-byte header", path, (long)st.st_size, sizeof(h));
@@ -66,16 +92,13 @@ static void image_shard_open(ImageShard* s, const char* path) {
     if (h[0] != IMAGE_SHARD_MAGIC || h[1] != IMAGE_SHARD_VERSION)
         fail("%s: not an image shard: magic %d version %d (expected %d version %d)", path, h[0], h[1],
              IMAGE_SHARD_MAGIC, IMAGE_SHARD_VERSION);
-    if (h[2] < 0 || h[3] < 1 || h[3] > 4 || h[4] < 1 || h[5] < 1 || h[6] < 1)
-        fail("%s: corrupt image shard header: count %d, channels %d, size %dx%d, classes %d",
-             path, h[2], h[3], h[4], h[5], h[6]);
+    long expected = image_shard_file_bytes(path, h[2], h[3], h[4], h[5], h[6]);
     s->count = h[2];
     s->channels = h[3];
     s->height = h[4];
     s->width = h[5];
     s->num_classes = h[6];
     s->image_bytes = (long)s->height * s->width * s->channels;
-    long expected = image_shard_offset(s, s->count);
     if ((long)st.st_size != expected)
         fail("%s: %s image shard: header says %ld images of %dx%dx%d (%ld bytes) but the file has %ld bytes",
              path, (long)st.st_size < expected ? "truncated" : "oversized", s->count, s->height, s->width,
@@ -107,22 +130,19 @@ static void image_shard_close(ImageShard* s) {
 // Writes n images (n x H x W x C) with their labels as one shard, atomically.
 static void image_shard_write(const char* path, const uint8_t* pixels, const int32_t* labels, long n,
                               int channels, int height, int width, int num_classes) {
+    image_shard_file_bytes(path, n, channels, height, width, num_classes);
     for (long i = 0; i < n; i++)
         if (labels[i] < 0 || labels[i] >= num_classes)
             fail("%s: image %ld has label %d, outside [0, %d)", path, i, labels[i], num_classes);
-    if (n > INT32_MAX) fail("%s: %ld images do not fit one shard", path, n);
     int32_t h[IMAGE_SHARD_HEADER_INTS] = { IMAGE_SHARD_MAGIC, IMAGE_SHARD_VERSION, (int32_t)n, channels,
                                            height, width, num_classes };
-    size_t len = strlen(path);
-    char* tmp = (char*)malloc_check(len + 5);
-    snprintf(tmp, len + 5, "%s.tmp", path);
+    const char* tmp = tmp_path_of(path);
     FILE* f = fopen_check(tmp, "wb");
     fwrite_check(h, sizeof(int32_t), IMAGE_SHARD_HEADER_INTS, f, tmp);
     fwrite_check(labels, sizeof(int32_t), (size_t)n, f, tmp);
-    fwrite_check(pixels, 1, (size_t)n * height * width * channels, f, tmp);
+    fwrite_check(pixels, (size_t)height * width * channels, (size_t)n, f, tmp);
     fclose_check(f, tmp);
-    if (rename(tmp, path) != 0) fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    free(tmp);
+    rename_check(tmp, path);
 }
 
 // A data set of one or more shards of the same image size, indexed 0..count-1 in the

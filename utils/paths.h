@@ -1,8 +1,11 @@
 // Output paths: the folders of an output file are created on demand, and files
-// are written to "<path>.tmp" and renamed, so a file is either complete or absent.
+// are written to "<path>.tmp" and renamed once on disk, so a file is either complete
+// or absent, even after a crash.
 #ifndef UTILS_PATHS_H
 #define UTILS_PATHS_H
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include "utils/utils.h"
@@ -29,8 +32,30 @@ static const char* tmp_path_of(const char* path) {
     return buf;
 }
 
+// Forces what was written to the file or folder at path onto the disk (EINVAL: the
+// file system has nothing to sync there).
+static void sync_path(const char* path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) fail("cannot open %s to sync it: %s", path, strerror(errno));
+    if (fsync(fd) != 0 && errno != EINVAL) fail("cannot sync %s to disk: %s", path, strerror(errno));
+    close(fd);
+}
+
+// Renames a finished "<path>.tmp" into place, durably: its data reach the disk before
+// the rename, and the folder's new entry after it, so that after a crash the path holds
+// the old file or the new one, whole, never one whose data were still in memory.
 static void rename_check(const char* from, const char* to) {
+    sync_path(from);
     if (rename(from, to) != 0) fail("cannot rename %s to %s: %s", from, to, strerror(errno));
+    char folder[4096] = ".";
+    const char* slash = strrchr(to, '/');
+    if (slash != NULL) {
+        size_t n = slash == to ? 1 : (size_t)(slash - to); // "/name" lives in "/"
+        if (n >= sizeof(folder)) fail("path too long: %s", to);
+        memcpy(folder, to, n);
+        folder[n] = '\0';
+    }
+    sync_path(folder);
 }
 
 // out (cap bytes) = pattern with "{attention}", "{data}" and "{step}" replaced, as

@@ -41,16 +41,19 @@ static TokenData load_tokens(const char* pattern, long vocab_size, const char* w
 }
 
 // A batch of B samples of T+1 consecutive tokens: random starts drawn from rng,
-// or consecutive blocks from *pos (wrapping to the start at the end). Samples
-// lo..hi-1 go to inputs, targets (hi-lo, T); the others are drawn and skipped.
+// or consecutive blocks from *pos (wrapping to the start at the end, or when *pos
+// lies beyond the data, as after resuming on a smaller data set). Samples lo..hi-1
+// go to inputs, targets (hi-lo, T); the others are drawn and skipped.
 static void next_batch(const TokenData* d, int B, int lo, int hi, int T, int random, Rng* rng, long* pos,
                        int* inputs, int* targets) {
+    if (d->n < (long)T + 1) fail("%ld training tokens, fewer than a window of %d + 1", d->n, T);
+    if (*pos < 0) fail("the position %ld in the training tokens is negative", *pos);
     for (int b = 0; b < B; b++) {
         long start;
         if (random) {
             start = rng_below(rng, d->n - T);
         } else {
-            if (*pos + T + 1 > d->n) *pos = 0;
+            if (*pos > d->n - T - 1) *pos = 0;
             start = *pos;
             *pos += T;
         }

@@ -9,8 +9,8 @@
 
 #include <stdint.h>
 #include <stdio.h>
-#include <sys/stat.h>
 #include "utils/utils.h"
+#include "utils/paths.h"
 
 #define TOKEN_SHARD_HEADER_INTS 256
 #define TOKEN_SHARD_MAGIC16 20240520
@@ -18,37 +18,35 @@
 #define TOKEN_SHARD_MAGIC32 20240801
 #define TOKEN_SHARD_VERSION32 7
 
-// Reads and checks the header of an open shard; returns the bytes per token (2 or 4)
-// and sets *ntokens. The file size must be exactly header + ntokens * bytes.
-static int token_shard_read_header(FILE* f, const char* path, long* ntokens) {
+// Opens a shard and reads and checks its header; returns the file, positioned at the
+// tokens, and sets *bytes per token (2 or 4) and *ntokens. The file size must be
+// exactly header + ntokens * bytes.
+static FILE* token_shard_open(const char* path, int* bytes, long* ntokens) {
     int32_t header[TOKEN_SHARD_HEADER_INTS];
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) fail("%s: cannot stat: %s", path, strerror(errno));
-    if ((long)st.st_size < (long)sizeof(header))
-        fail("%s: truncated token shard: %ld bytes, shorter than the %zu-byte header",
-             path, (long)st.st_size, sizeof(header));
+    long size;
+    FILE* f = fopen_read_check(path, &size);
+    if (size < (long)sizeof(header))
+        fail("%s: truncated token shard: %ld bytes, shorter than the %zu-byte header", path, size, sizeof(header));
     fread_check(header, sizeof(int32_t), TOKEN_SHARD_HEADER_INTS, f, path);
-    int bytes;
-    if (header[0] == TOKEN_SHARD_MAGIC16 && header[1] == TOKEN_SHARD_VERSION16) bytes = 2;
-    else if (header[0] == TOKEN_SHARD_MAGIC32 && header[1] == TOKEN_SHARD_VERSION32) bytes = 4;
+    if (header[0] == TOKEN_SHARD_MAGIC16 && header[1] == TOKEN_SHARD_VERSION16) *bytes = 2;
+    else if (header[0] == TOKEN_SHARD_MAGIC32 && header[1] == TOKEN_SHARD_VERSION32) *bytes = 4;
     else fail("%s: not a token shard: magic %d version %d (expected %d/%d or %d/%d)", path,
               header[0], header[1], TOKEN_SHARD_MAGIC16, TOKEN_SHARD_VERSION16,
               TOKEN_SHARD_MAGIC32, TOKEN_SHARD_VERSION32);
     if (header[2] < 0) fail("%s: corrupt token shard header: %d tokens", path, header[2]);
-    long expected = (long)sizeof(header) + (long)header[2] * bytes;
-    if ((long)st.st_size != expected)
+    long expected = (long)sizeof(header) + (long)header[2] * *bytes; // at most 2^33 + 1024
+    if (size != expected)
         fail("%s: %s token shard: header says %d tokens (%ld bytes) but the file has %ld bytes",
-             path, (long)st.st_size < expected ? "truncated" : "oversized", header[2], expected,
-             (long)st.st_size);
+             path, size < expected ? "truncated" : "oversized", header[2], expected, size);
     *ntokens = header[2];
-    return bytes;
+    return f;
 }
 
 // Number of tokens in the shard at path, after validating header and file size.
 static long token_shard_count(const char* path) {
-    FILE* f = fopen_check(path, "rb");
+    int bytes;
     long n;
-    token_shard_read_header(f, path, &n);
+    FILE* f = token_shard_open(path, &bytes, &n);
     fclose_check(f, path);
     return n;
 }
@@ -57,9 +55,9 @@ static long token_shard_count(const char* path) {
 // token and vocabulary size when a token is >= vocab_size; vocab_size <= 0 skips that check.
 // The caller frees the result.
 static uint32_t* token_shard_load(const char* path, long vocab_size, long* ntokens) {
-    FILE* f = fopen_check(path, "rb");
+    int bytes;
     long n;
-    int bytes = token_shard_read_header(f, path, &n);
+    FILE* f = token_shard_open(path, &bytes, &n);
     uint32_t* tokens = (uint32_t*)malloc_check((size_t)n * sizeof(uint32_t));
     if (bytes == 4) {
         fread_check(tokens, sizeof(uint32_t), (size_t)n, f, path);
@@ -138,8 +136,7 @@ static void token_shard_writer_close(TokenShardWriter* w) {
     if (fseek(w->f, 0, SEEK_SET) != 0) fail("%s: seek failed: %s", w->tmp_path, strerror(errno));
     fwrite_check(header, sizeof(int32_t), TOKEN_SHARD_HEADER_INTS, w->f, w->tmp_path);
     fclose_check(w->f, w->tmp_path);
-    if (rename(w->tmp_path, w->path) != 0)
-        fail("cannot rename %s to %s: %s", w->tmp_path, w->path, strerror(errno));
+    rename_check(w->tmp_path, w->path);
     free(w->path);
     free(w->tmp_path);
     free(w);

@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 #include "utils/utils.h"
+#include "utils/paths.h"
+
+#define VOCAB_MAX_FILE (1L << 30) // bytes of a vocabulary file
 
 typedef struct {
     long size;
@@ -35,28 +38,20 @@ static void vocab_write_token(FILE* f, const char* tok, const char* path) {
 
 // Writes n tokens to path atomically ("<path>.tmp", then rename).
 static void vocab_write(const char* path, char** tokens, long n) {
-    size_t len = strlen(path);
-    char* tmp = (char*)malloc_check(len + 5);
-    snprintf(tmp, len + 5, "%s.tmp", path);
+    const char* tmp = tmp_path_of(path);
     FILE* f = fopen_check(tmp, "wb");
     for (long i = 0; i < n; i++) vocab_write_token(f, tokens[i], tmp);
     fclose_check(f, tmp);
-    if (rename(tmp, path) != 0) fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    free(tmp);
+    rename_check(tmp, path);
 }
 
 // Loads a vocabulary file; fails naming the file and line on a bad escape.
 static Vocab vocab_load(const char* path) {
-    FILE* f = fopen_check(path, "rb");
-    if (fseek(f, 0, SEEK_END) != 0) fail("%s: seek failed: %s", path, strerror(errno));
-    long bytes = ftell(f);
-    if (bytes < 0) fail("%s: cannot tell size: %s", path, strerror(errno));
-    rewind(f);
-    char* text = (char*)malloc_check((size_t)bytes + 1);
-    fread_check(text, 1, (size_t)bytes, f, path);
-    fclose_check(f, path);
+    long bytes;
+    char* text = read_whole_file(path, VOCAB_MAX_FILE, &bytes);
     if (bytes == 0) fail("%s: empty vocabulary file", path);
-    if (text[bytes - 1] != '\n') text[bytes++] = '\n'; // accept a missing final newline
+    if ((long)strlen(text) != bytes) fail("%s: holds a NUL byte, not a vocabulary", path);
+    if (text[bytes - 1] != '\n') text[bytes++] = '\n'; // accept a missing final newline (in the NUL's place)
 
     long lines = 0;
     for (long i = 0; i < bytes; i++) lines += text[i] == '\n';

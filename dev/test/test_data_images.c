@@ -2,17 +2,23 @@
 // against a direct computation and against PIL (dev/ref, from dev/make_image_ref.py), the
 // image shard format (utils/image_shard.h), and build/prepare_images on a small folder
 // with good, grey, RGBA, truncated and non-image files and an empty class folder.
+// Untrusted sizes: images claiming more pixels than allowed (a patched JPEG, 18 bytes
+// read as a TGA header) refused before decoding, a strip whose resize overflows an int,
+// shard headers whose dimensions overflow, a negative training position, and
+// build/prepare_fashion_mnist on IDX headers its shards could not hold.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include "utils/image_decode.h"
 #include <stb/stb_image_write.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include "utils/utils.h"
 #include "utils/image_shard.h"
+#include "utils/image_loader.h"
 #include "dev/test/testing.h"
 #include "dev/test/capture.h"
 
-static char tmp[256], prepare_images[512], out[65536];
+static char tmp[256], prepare_images[512], prepare_fashion_mnist[512], out[65536];
 
 static char* tmp_path(const char* name) {
     static char paths[8][512];
@@ -340,12 +346,220 @@ static void test_prepare_folder(void) {
     free(px); free(sm); free(b); free(gsrc); free(e); free(fimg);
 }
 
+// The bytes of a file (malloc'd); *n its size.
+static unsigned char* file_contents(const char* path, long* n) {
+    *n = file_bytes(path);
+    unsigned char* buf = (unsigned char*)malloc_check((size_t)*n);
+    FILE* f = fopen_check(path, "rb");
+    fread_check(buf, 1, (size_t)*n, f, path);
+    fclose_check(f, path);
+    return buf;
+}
+
+// A JPEG of 48x32 pixels whose frame header claims 25000 x 25000 (1.9 GB decoded).
+static void write_huge_jpeg(const char* path) {
+    unsigned char* src = smooth(48, 32);
+    stbi_write_jpg(path, 48, 32, 3, src, 90);
+    long n;
+    unsigned char* buf = file_contents(path, &n);
+    long sof = 2;
+    while (sof + 9 < n && !(buf[sof] == 0xFF && buf[sof + 1] == 0xC0)) sof++;
+    buf[sof + 5] = buf[sof + 7] = 25000 >> 8; // height, width: big-endian after length and precision
+    buf[sof + 6] = buf[sof + 8] = 25000 & 0xFF;
+    write_bytes(path, buf, n);
+    free(buf);
+    free(src);
+}
+
+// 18 bytes that stb_image reads as the header of a 26000 x 26000 TGA (2 GB decoded).
+static const unsigned char TGA_HEADER[18] = {0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 26000 & 0xFF, 26000 >> 8,
+                                             26000 & 0xFF, 26000 >> 8, 24, 0};
+
+static void test_untrusted_images(void) {
+    int w, h;
+    const char* why = NULL;
+    char* big = tmp_path("huge.jpg");
+    write_huge_jpeg(big);
+    unsigned char* img = decode_rgb(big, &w, &h, &why);
+    check(img == NULL && why && strstr(why, "too many pixels"), "JPEG claiming 25000 x 25000 refused before decoding: %s",
+          why ? why : "decoded");
+    char* tga = tmp_path("header.tga");
+    write_bytes(tga, TGA_HEADER, sizeof(TGA_HEADER));
+    why = NULL;
+    img = decode_rgb(tga, &w, &h, &why);
+    check(img == NULL && why && strstr(why, "neither JPEG nor PNG"), "18-byte TGA header claiming 26000 x 26000 refused: %s",
+          why ? why : "decoded");
+    why = NULL;
+    img = decode_rgb(tmp, &w, &h, &why);
+    check(img == NULL && why && !strcmp(why, "a folder, not a file"), "a folder refused: %s", why ? why : "decoded");
+    // Found by make fuzz: a Huffman table of 410 symbols, which stb_image 2.27 writes past
+    // its arrays of 256 (and 257) entries.
+    const char* dht = "dev/fuzz/regressions/image_decode/stb_huffman_table_of_410_symbols.jpg";
+    why = NULL;
+    img = decode_rgb(dht, &w, &h, &why);
+    check(img == NULL && why && strstr(why, "bad Huffman table"), "JPEG with a Huffman table of 410 symbols refused: %s",
+          why ? why : "decoded");
+
+    // A 1 x 10,000,000 strip, rows y of grey 200 y / n: resized to S = 256 its long side
+    // would be 2.56e9, past an int. The centre crop shows the middle rows, grey 100.
+    long n = 10000000;
+    unsigned char* strip = (unsigned char*)malloc_check((size_t)n * 3);
+    for (long y = 0; y < n; y++) memset(strip + 3 * y, (int)(200 * y / n), 3);
+    unsigned char crop[256 * 256 * 3];
+    resize_crop(strip, 1, (int)n, 256, crop);
+    int centre = 1;
+    for (int i = 0; i < 256 * 256 * 3; i++) centre &= abs(crop[i] - 100) <= 1;
+    check(centre, "resize of a 1 x %ld strip to 256: long side capped, the crop is its middle (grey %d)", n, crop[0]);
+    free(strip);
+}
+
+// Writes a shard header (16 int32) and makes the file size bytes (sparse).
+static void write_shard_header(const char* path, int count, int channels, int height, int width, long size) {
+    int32_t hdr[IMAGE_SHARD_HEADER_INTS] = {IMAGE_SHARD_MAGIC, IMAGE_SHARD_VERSION, count, channels, height, width, 10};
+    write_bytes(path, hdr, sizeof(hdr));
+    if (truncate(path, size) != 0) perror("truncate");
+}
+
+static const char* loader_path;
+static void next_at_negative(void* arg) {
+    ImageLoader d = image_loader_open(loader_path, 2);
+    const int which[2] = {0, 1};
+    image_loader_next(&d, 7, -5, which, 2);
+}
+
+static void test_untrusted_shards(void) {
+    // 384 bytes whose header claims 6 images of 1696065956 x 1812699167: with the labels,
+    // 4 * (16 + 6) + 6 * 1696065956 * 1812699167 wraps around 2^64 to exactly 384.
+    char* p = tmp_path("wrapped.bin");
+    write_shard_header(p, 6, 1, 1696065956, 1812699167, 384);
+    open_path = p;
+    int rc = run_captured(open_shard, NULL, out, sizeof(out));
+    check(rc == 1 && strstr(out, p) && strstr(out, "corrupt image shard header"),
+          "384-byte shard claiming 1696065956 x 1812699167 images refused: %s", error_line(out));
+    // Within every bound, 2^30 images of 65536 x 65536 x 4 are 2^64 bytes: the sum wraps
+    // to the size of this (sparse) file.
+    write_shard_header(p, 1 << 30, 4, 65536, 65536, 64 + 4L * (1L << 30));
+    rc = run_captured(open_shard, NULL, out, sizeof(out));
+    check(rc == 1 && strstr(out, p) && strstr(out, "do not fit one file"),
+          "shard of 2^30 images of 65536 x 65536 x 4 (2^64 bytes) refused: %s", error_line(out));
+    if (truncate(p, 0) != 0) perror("truncate");
+    char* folder = tmp_path("folder.bin");
+    mkdir(folder, 0755);
+    open_path = folder;
+    rc = run_captured(open_shard, NULL, out, sizeof(out));
+    check(rc == 1 && strstr(out, folder) && strstr(out, "a folder, not a file"), "folder as an image shard refused: %s",
+          error_line(out));
+
+    // A negative position in the shuffled training stream.
+    uint8_t pixels[3 * 4 * 4] = {0};
+    int32_t labels[3] = {0, 1, 2};
+    char* good = tmp_path("three.bin");
+    image_shard_write(good, pixels, labels, 3, 1, 4, 4, 3);
+    loader_path = good;
+    rc = run_captured(next_at_negative, NULL, out, sizeof(out));
+    check(rc == 1 && strstr(out, "position -5 in the training images"), "negative training position refused: %s",
+          error_line(out));
+}
+
+static void test_prepare_untrusted(void) {
+    // root/n001: huge.jpg (claims 25000 x 25000), header.jpg (a TGA header),
+    //            wide.png (300 x 10), ok.png (40 x 24); --max-pixels 2000 keeps ok.png only.
+    char* root = tmp_path("untrusted");
+    char p[700];
+    mkdir(root, 0755);
+    snprintf(p, sizeof(p), "%s/n001", root);
+    mkdir(p, 0755);
+    snprintf(p, sizeof(p), "%s/n001/huge.jpg", root);
+    write_huge_jpeg(p);
+    snprintf(p, sizeof(p), "%s/n001/header.jpg", root);
+    write_bytes(p, TGA_HEADER, sizeof(TGA_HEADER));
+    unsigned char* wide = pattern(300, 10);
+    snprintf(p, sizeof(p), "%s/n001/wide.png", root);
+    stbi_write_png(p, 300, 10, 3, wide, 300 * 3);
+    unsigned char* ok = pattern(40, 24);
+    snprintf(p, sizeof(p), "%s/n001/ok.png", root);
+    stbi_write_png(p, 40, 24, 3, ok, 40 * 3);
+    free(wide);
+    free(ok);
+    // The output goes to folders that do not exist yet.
+    char prefix[600];
+    snprintf(prefix, sizeof(prefix), "%s/new/folder/out", tmp);
+    char* argv[] = { prepare_images, "--size", "8", "--max-pixels", "2000", root, prefix, NULL };
+    int rc = run_program(argv, out, sizeof(out));
+    char shard[700];
+    snprintf(shard, sizeof(shard), "%s_000000.bin", prefix);
+    check(rc == 0 && access(shard, F_OK) == 0, "prepare_images creates the output folder (exit %d)", rc);
+    struct { const char* file; const char* reason; } reports[3] = {
+        { "huge.jpg", "too many pixels" }, { "header.jpg", "not an image (neither JPEG nor PNG)" },
+        { "wide.png", "too many pixels" } };
+    for (int i = 0; i < 3; i++) {
+        char line[800];
+        snprintf(line, sizeof(line), "skip %s/n001/%s: %s", root, reports[i].file, reports[i].reason);
+        check(strstr(out, line) != NULL, "prepare_images --max-pixels 2000 skips %s: %s", reports[i].file, reports[i].reason);
+    }
+    check(strstr(out, "1 images (8x8 RGB, 1 classes) in 1 shards") && strstr(out, "skipped: 3 bad files"),
+          "prepare_images counts them as bad files");
+    char* argv2[] = { prepare_images, "--max-pixels", "0", root, prefix, NULL };
+    rc = run_program(argv2, out, sizeof(out));
+    check(rc == 1 && strstr(out, "--max-pixels must be an integer in [1, "), "--max-pixels 0 refused: %s", error_line(out));
+}
+
+// Writes an IDX file: magic, then the big-endian dimensions, then n bytes of data.
+static void write_idx(const char* dir, const char* name, uint32_t magic, const uint32_t* dims, int ndims, long n) {
+    char path[700];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE* f = fopen_check(path, "wb");
+    uint32_t words[4] = {magic, dims[0], ndims > 1 ? dims[1] : 0, ndims > 2 ? dims[2] : 0};
+    for (int i = 0; i <= ndims; i++) {
+        unsigned char be[4] = {(unsigned char)(words[i] >> 24), (unsigned char)(words[i] >> 16),
+                               (unsigned char)(words[i] >> 8), (unsigned char)words[i]};
+        fwrite_check(be, 1, 4, f, path);
+    }
+    for (long i = 0; i < n; i++) fputc((int)(i % 10), f);
+    fclose_check(f, path);
+}
+
+static void test_prepare_fashion_mnist(void) {
+    char* dir = tmp_path("idx");
+    mkdir(dir, 0755);
+    uint32_t images[3] = {3, 4, 5}, labels[1] = {3};
+    write_idx(dir, "train-images-idx3-ubyte", 0x803, images, 3, 3 * 4 * 5);
+    write_idx(dir, "train-labels-idx1-ubyte", 0x801, labels, 1, 3);
+    write_idx(dir, "t10k-images-idx3-ubyte", 0x803, images, 3, 3 * 4 * 5);
+    write_idx(dir, "t10k-labels-idx1-ubyte", 0x801, labels, 1, 3);
+    char outdir[600], shard[700];
+    snprintf(outdir, sizeof(outdir), "%s/fm", tmp);
+    char* argv[] = { prepare_fashion_mnist, dir, outdir, NULL };
+    int rc = run_program(argv, out, sizeof(out));
+    snprintf(shard, sizeof(shard), "%s/test_000000.bin", outdir);
+    ImageShard s = {0};
+    if (rc == 0) image_shard_open(&s, shard);
+    check(rc == 0 && s.count == 3 && s.height == 4 && s.width == 5 && s.channels == 1 && s.labels[2] == 2,
+          "prepare_fashion_mnist on 3 images of 4x5 (exit %d)", rc);
+    if (rc == 0) image_shard_close(&s);
+
+    // Headers its shards could not hold: zero rows, more images than a shard counts.
+    struct { uint32_t dims[3]; long bytes; const char* what; } bad[2] = {
+        { {3, 0, 28}, 0, "0 rows" }, { {4294967295u, 1, 1}, 0, "2^32 - 1 images" } };
+    for (int i = 0; i < 2; i++) {
+        write_idx(dir, "train-images-idx3-ubyte", 0x803, bad[i].dims, 3, bad[i].bytes);
+        rc = run_program(argv, out, sizeof(out));
+        check(rc == 1 && strstr(out, "train-images-idx3-ubyte: header says") && strstr(out, "an image shard holds up to"),
+              "prepare_fashion_mnist refuses an IDX header of %s: %s", bad[i].what, error_line(out));
+    }
+}
+
 int main(int argc, char** argv) {
     sibling_path(argv[0], "prepare_images", prepare_images, sizeof(prepare_images));
+    sibling_path(argv[0], "prepare_fashion_mnist", prepare_fashion_mnist, sizeof(prepare_fashion_mnist));
     make_temp_dir(tmp, sizeof(tmp), "test_data_images");
     test_resize();
     test_decode();
     test_prepare_folder();
+    test_untrusted_images();
+    test_untrusted_shards();
+    test_prepare_untrusted();
+    test_prepare_fashion_mnist();
     remove_temp_dir(tmp);
     return testing_exit_code();
 }

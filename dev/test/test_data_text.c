@@ -1,9 +1,11 @@
 // Tests of the text data path: token shard and vocabulary files (utils/token_shard.h,
-// utils/vocab.h) and build/prepare_text on small hand-made corpora whose vocabulary
-// order and token ids are worked out by hand below.
+// utils/vocab.h), training batches (utils/token_loader.h) and build/prepare_text on small
+// hand-made corpora whose vocabulary order and token ids are worked out by hand below;
+// folders, NUL bytes, positions outside the data and absurd sizes are refused.
 #include <stdint.h>
 #include <sys/stat.h>
 #include "utils/token_shard.h"
+#include "utils/token_loader.h"
 #include "utils/vocab.h"
 #include "dev/test/testing.h"
 #include "dev/test/capture.h"
@@ -86,6 +88,14 @@ static void test_token_shards(void) {
     rc = run_captured(count_shard, NULL, out, sizeof(out));
     check(rc == 1 && strstr(out, "shorter than the 1024-byte header"), "shard shorter than its header rejected: %s", error_line(out));
 
+    // A folder where a shard should be.
+    char* folder = tmp_path("folder.bin");
+    mkdir(folder, 0755);
+    load_path = folder;
+    rc = run_captured(count_shard, NULL, out, sizeof(out));
+    snprintf(want, sizeof(want), "%s: a folder, not a file", folder);
+    check(rc == 1 && strstr(out, want), "folder as a token shard rejected: %s", error_line(out));
+
     // Wrong magic.
     char* pm = tmp_path("magic.bin");
     write_text(pm, "this is not a token shard, just some text that is long enough.....");
@@ -118,6 +128,46 @@ static void test_vocab_file(void) {
     load_path = bad;
     int rc = run_captured(load_vocab, NULL, out, sizeof(out));
     check(rc == 1 && strstr(out, bad) && strstr(out, "line 2: bad escape"), "bad escape rejected: %s", error_line(out));
+
+    // A folder (it used to ask for 2^63 bytes, naming nothing) and a NUL byte.
+    load_path = tmp;
+    rc = run_captured(load_vocab, NULL, out, sizeof(out));
+    char want[600];
+    snprintf(want, sizeof(want), "%s: a folder, not a file", tmp);
+    check(rc == 1 && strstr(out, want), "folder as the vocabulary rejected: %s", error_line(out));
+    FILE* g = fopen_check(bad, "wb");
+    fwrite_check("a\nb\0c\n", 1, 6, g, bad);
+    fclose_check(g, bad);
+    load_path = bad;
+    rc = run_captured(load_vocab, NULL, out, sizeof(out));
+    check(rc == 1 && strstr(out, bad) && strstr(out, "NUL byte"), "vocabulary with a NUL byte rejected: %s", error_line(out));
+}
+
+static TokenData batch_data;
+static long batch_pos;
+static void take_batch(void* arg) {
+    int inputs[2 * 4], targets[2 * 4];
+    Rng rng = rng_make(1);
+    next_batch(&batch_data, 2, 0, 2, 4, arg != NULL, &rng, &batch_pos, inputs, targets);
+}
+
+static void test_batches(void) {
+    uint32_t tokens[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    batch_data = (TokenData){tokens, 10};
+    int inputs[2 * 4], targets[2 * 4];
+    long pos = 1000;
+    next_batch(&batch_data, 2, 0, 2, 4, 0, NULL, &pos, inputs, targets);
+    check(inputs[0] == 0 && targets[3] == 4 && inputs[4] == 4 && targets[7] == 8 && pos == 8,
+          "sequential batches from a position beyond the data start again at 0 (position now %ld)", pos);
+    batch_pos = -1000;
+    int rc = run_captured(take_batch, NULL, out, sizeof(out));
+    check(rc == 1 && strstr(out, "position -1000 in the training tokens is negative"),
+          "a negative data position refused: %s", error_line(out));
+    batch_data.n = 4;
+    batch_pos = 0;
+    rc = run_captured(take_batch, (void*)1, out, sizeof(out));
+    check(rc == 1 && strstr(out, "4 training tokens, fewer than a window of 4 + 1"),
+          "random windows longer than the data refused: %s", error_line(out));
 }
 
 // Runs prepare_text with the given arguments (NULL-terminated); returns the exit status.
@@ -187,6 +237,9 @@ static void test_words(void) {
 
     rc = prepare("words", "--train", train, "--vocab-size", "10", tmp_path("wt_small"), NULL, NULL);
     check(rc == 1 && strstr(out, "--vocab-size 10 is smaller than the 17 words counted"), "too small --vocab-size rejected: %s", error_line(out));
+    rc = prepare("words", "--train", train, "--vocab-size", "3000000000", tmp_path("wt_huge"), NULL, NULL);
+    check(rc == 1 && strstr(out, "--vocab-size wants an integer in [1, 16777216], got '3000000000'") &&
+          access(tmp_path("wt_huge"), F_OK) != 0, "--vocab-size 3000000000 refused up front: %s", error_line(out));
 
     // An existing vocabulary file gives the same ids.
     char* dir3 = tmp_path("wt_again");
@@ -229,6 +282,7 @@ int main(int argc, char** argv) {
     make_temp_dir(tmp, sizeof(tmp), "test_data_text");
     test_token_shards();
     test_vocab_file();
+    test_batches();
     test_words();
     test_chars();
     remove_temp_dir(tmp);

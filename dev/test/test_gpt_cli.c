@@ -16,8 +16,13 @@
 static char out[OUT_CAP];
 static char dir[256];
 
-// Runs ./train_gpt_flow with the space-separated arguments; returns the exit status.
-static int run_trainer(const char* args) { return run_args("./train_gpt_flow", args, out, OUT_CAP); }
+// The folder of the trainer under test: the Makefile's TRAINER_DIR (make sanitize has its own).
+#ifndef TRAINER_DIR
+#define TRAINER_DIR "."
+#endif
+
+// Runs TRAINER_DIR/train_gpt_flow with the space-separated arguments; returns the exit status.
+static int run_trainer(const char* args) { return run_args(TRAINER_DIR "/train_gpt_flow", args, out, OUT_CAP); }
 
 // The "loss" of update `step` in a JSON-lines log, as printed (17 digits), or "".
 static void loss_at(const char* log, int step, char* value, size_t cap) {

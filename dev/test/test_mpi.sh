@@ -74,9 +74,17 @@ run() { # name command...
 for split in train val; do
     for class in c0 c1 c2 c3; do
         mkdir -p "$tmp/img/$split/$class"
-        for i in $(seq 1 12); do
-            { printf 'P5\n16 16\n255\n'; head -c 256 /dev/urandom; } > "$tmp/img/$split/$class/$i.pgm"
-        done
+        # twelve 16x16 grey PNGs of noise (the preparation reads JPEG and PNG only)
+        python3 - "$tmp/img/$split/$class" <<'PY'
+import os, struct, sys, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+for i in range(12):
+    rows = b"".join(b"\0" + os.urandom(16) for _ in range(16))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    open(os.path.join(sys.argv[1], f"{i}.png"), "wb").write(png)
+PY
     done
     build/prepare_images --size 16 "$tmp/img/$split" "$tmp/img/$split" > "$tmp/prepare_$split.out" 2>&1 ||
         { echo "FAIL preparing the test images: $(tail -1 "$tmp/prepare_$split.out")"; exit 1; }

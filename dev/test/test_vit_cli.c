@@ -9,6 +9,8 @@
 //    the configuration, a label out of range, a checkpoint of another model, a
 //    truncated checkpoint
 #include <stdint.h>
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
 #include "utils/image_shard.h"
 #include "utils/rng.h"
 #include "utils/checkpoint.h"
@@ -20,8 +22,13 @@ static char out[OUT_CAP];
 static char dir[256];
 static char common[2048];
 
-// Runs ./train_vit_flow with the space-separated arguments; returns the exit status.
-static int run_trainer(const char* args) { return run_args("./train_vit_flow", args, out, OUT_CAP); }
+// The folder of the trainer under test: the Makefile's TRAINER_DIR (make sanitize has its own).
+#ifndef TRAINER_DIR
+#define TRAINER_DIR "."
+#endif
+
+// Runs TRAINER_DIR/train_vit_flow with the space-separated arguments; returns the exit status.
+static int run_trainer(const char* args) { return run_args(TRAINER_DIR "/train_vit_flow", args, out, OUT_CAP); }
 
 // The text after `key` in the line of a JSON-lines log that starts with `prefix`, up to ',' or '}'.
 static void field_at(const char* log, const char* prefix, const char* key, char* value, size_t cap) {
@@ -128,12 +135,11 @@ static void test_learns(void) {
     check(rc != 0 && strstr(out, "not finite") && !strstr(out, "top-1 100"),
           "a model of NaNs: evaluation stops, \"not finite\" [%s]", error_line(out));
 
-    // a 12x10 colour PPM to visualize (stb_image reads PNM)
-    snprintf(img, sizeof(img), "%s/picture.ppm", dir);
-    FILE* f = fopen_check(img, "wb");
-    fprintf(f, "P6\n12 10\n255\n");
-    for (int i = 0; i < 120; i++) { unsigned char p[3] = {(unsigned char)(i * 2), 90, (unsigned char)(255 - i)}; fwrite(p, 1, 3, f); }
-    fclose_check(f, img);
+    // a 12x10 colour PNG to visualize
+    snprintf(img, sizeof(img), "%s/picture.png", dir);
+    unsigned char pixels[120 * 3];
+    for (int i = 0; i < 120; i++) { pixels[3 * i] = (unsigned char)(i * 2); pixels[3 * i + 1] = 90; pixels[3 * i + 2] = (unsigned char)(255 - i); }
+    stbi_write_png(img, 12, 10, 3, pixels, 12 * 3);
     snprintf(png, sizeof(png), "%s/flow.png", dir);
     snprintf(args, sizeof(args), "--resume %s --visualize %s --visualize_out %s", ckpt, img, png);
     rc = run_trainer(args);
