@@ -36,11 +36,13 @@ TESTS += $(BUILD)/test_fastmath $(BUILD)/test_fused $(BUILD)/test_fused_f64
 TESTS += $(BUILD)/test_matmul $(BUILD)/test_matmul_f64
 
 BENCHES = $(BUILD)/bench_attention
+# Generation speed, flow against softmax, against the context: make bench-generate.
+BENCHES += $(BUILD)/bench_generate
 # Elementwise and fused layers, unfused against fused: make bench-layers.
 BENCHES += $(BUILD)/bench_layers
 
 .DEFAULT_GOAL := all
-.PHONY: all test bench bench-layers bench-matmul bench-peak bench-data bench-train venv deps clean
+.PHONY: all test bench bench-layers bench-generate bench-matmul bench-peak bench-data bench-train venv deps clean
 
 all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE)
 
@@ -49,7 +51,11 @@ test: $(TESTS)
 
 bench: $(BENCHES)
 	$(BUILD)/bench_attention
+	$(BUILD)/bench_generate
 	$(BUILD)/bench_layers
+
+bench-generate: $(BUILD)/bench_generate
+	$(BUILD)/bench_generate
 
 bench-layers: $(BUILD)/bench_layers
 	$(BUILD)/bench_layers
@@ -124,6 +130,9 @@ $(BUILD)/test_%_cli: dev/test/test_%_cli.c train_%_flow dev/test/*.h $(HEADERS) 
 
 $(BUILD)/bench_attention: dev/bench_attention.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+# The generation benchmark includes the trainer with -DTESTING, as the model tests do.
+$(BUILD)/bench_generate: dev/bench_generate.c train_gpt_flow.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DTESTING -o $@ $< $(LDLIBS) -lcjson
 $(BUILD)/bench_data: dev/bench_data.c dev/test/capture.h $(HEADERS) $(DATA_PROGRAMS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 # The fastmath test checks the float64 build of fastmath.h against libm.

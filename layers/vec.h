@@ -1,10 +1,13 @@
-// Small vector helpers over n reals, shared by the attention kernels.
+// What the attention kernels share besides the matrix product: vector loops
+// over a head's n reals, and each thread's scratch memory.
 // Each loop is one SIMD reduction or update; the compiler vectorises them. They
 // are always inlined: a call costs as much as the loop for a head of 64.
 #ifndef LAYERS_VEC_H
 #define LAYERS_VEC_H
 
+#include <stdlib.h>
 #include "utils/real.h"
+#include "utils/utils.h"
 
 #define VEC_INLINE __attribute__((always_inline)) static inline
 
@@ -34,6 +37,35 @@ VEC_INLINE real vec_dot_eps(const real* x, const real* y, int n, real eps) {
 VEC_INLINE void vec_axpy_eps(real* y, real a, const real* x, int n, real eps) {
     #pragma omp simd
     for (int i = 0; i < n; i++) y[i] += a * (x[i] + eps);
+}
+
+// Asks for n reals at p to be brought into L2 ahead of use, for reading or for
+// writing. A head's rows are a short piece of each row of q, k, v (256 bytes of
+// 2 KiB with 8 heads of 64), a pattern the hardware prefetchers follow poorly:
+// without this, the kernels wait on memory as long as they compute at T = 4096.
+VEC_INLINE void vec_prefetch(const real* p, int n, int for_write) {
+    for (int i = 0; i < n; i += 64 / (int)sizeof(real)) {
+        if (for_write) __builtin_prefetch(p + i, 1, 2);
+        else __builtin_prefetch(p + i, 0, 2);
+    }
+}
+
+// Scratch of the calling thread, at least n reals, contents undefined. It only
+// grows (to the largest call so far) and is kept for the next call, so that a
+// training step allocates nothing once the first has run. One buffer per
+// thread, shared by every kernel: a kernel must be done with it before another
+// kernel runs on the same thread.
+static _Thread_local real* vec_scratch = NULL;
+static _Thread_local size_t vec_scratch_size = 0;
+
+static real* thread_scratch(size_t n) {
+    if (n > vec_scratch_size) {
+        free(vec_scratch);
+        vec_scratch = (real*)aligned_alloc(64, (n * sizeof(real) + 63) / 64 * 64);
+        if (vec_scratch == NULL) fail("out of memory allocating %zu reals of attention scratch", n);
+        vec_scratch_size = n;
+    }
+    return vec_scratch;
 }
 
 #endif
