@@ -14,9 +14,14 @@
 // The causal form turns every sum over the sequence into a prefix sum and
 // rescales by the position count n_i = i + 1 (see doc/FLOW_ATTENTION.md).
 //
-// Work is split over (batch element, head) pairs, one per task; each thread
-// carves its arrays out of its own scratch (layers/vec.h), which is allocated
-// once and reused.
+// Work is split over (batch element, head) pairs: causal ones in groups whose
+// chunks go in lockstep (layers/causal_dot_product.h), normal ones one per task.
+// Each thread carves its arrays out of its own scratch (layers/vec.h), which is
+// allocated once and reused. Where to read what:
+//   flow_causal_advance         one position of the causal forward pass (and of generation)
+//   flow_causal_chunk_forward   a chunk of the causal forward pass
+//   flow_causal_chunk_backward  a chunk of the causal backward pass
+//   flow_normal_head_forward / flow_normal_head_backward   the bidirectional form
 #ifndef LAYERS_FLOW_ATTENTION_H
 #define LAYERS_FLOW_ATTENTION_H
 
@@ -34,8 +39,8 @@
 #define FLOW_MAX_CLAMP 40
 
 // Per-(batch, head) reals saved by the forward pass: the scalars of each step
-// of the operator, one per position. Causal: 6 per position; normal: 2 per
-// query and 3 per key. Both fit in 3*(L+S).
+// of the operator, one per position. Causal: 6 per position (its checkpoints
+// follow every head's scalars); normal: 2 per query and 3 per key. Both fit in 3*(L+S).
 static size_t flow_cache_per_head(int L, int S) { return 3 * ((size_t)L + S); }
 
 static inline real clampr(real x, real c) { return x < -c ? -c : (x > c ? c : x); }
@@ -74,16 +79,13 @@ static void scale_rows(real* dst, const real* scale, const real* src, int n, int
 // Forward, per chunk: the sigmoid features; a scan over the chunk's positions
 // that carries the running sums and gives each position's flows; the chunk's
 // step of the causal product of q, k and w = C v; R = A I times the product.
-// Every FLOW_SEGMENT positions the forward pass also saves the product's state
-// and the running sums (a checkpoint).
+// Every CDP_SEGMENT positions the forward pass also saves a checkpoint.
 // Backward, segment by segment from the last: from its checkpoint, the
-// segment's features and each chunk's state again; then, last chunk first, the
-// product's backward step and two scans over the chunk's positions: backwards,
-// where every prefix sum of the forward pass becomes a suffix sum of gradients,
-// and forwards, for the terms that multiply the prefix sums themselves. A
-// segment's arrays stay in L2, and q, k, v are read once by each pass.
-
-#define FLOW_SEGMENT (8 * CDP_CHUNK)
+// segment's features and each chunk's state again (a replay); then, last chunk
+// first, the product's backward step and two scans over the chunk's positions:
+// backwards, where every prefix sum of the forward pass becomes a suffix sum of
+// gradients, and forwards, for the terms that multiply the prefix sums
+// themselves. The heads of a group go in lockstep (layers/causal_dot_product.h).
 
 // cache of one head: I, O, A, C, Z (running softmax denominator), Oc before the clamp, each (T,)
 enum { FC_I, FC_O, FC_A, FC_C, FC_Z, FC_RAW };
@@ -98,7 +100,7 @@ static size_t flow_checkpoint_size(int D, int M) { return (size_t)D * M + 4 * (s
 
 // Reals of checkpoints per head, after every head's scalars in the cache.
 static size_t flow_checkpoints_per_head(int T, int D, int M) {
-    return (size_t)(T + FLOW_SEGMENT - 1) / FLOW_SEGMENT * flow_checkpoint_size(D, M);
+    return (size_t)(T + CDP_SEGMENT - 1) / CDP_SEGMENT * flow_checkpoint_size(D, M);
 }
 
 typedef struct { real I, O, A, C, Z, raw; } FlowPosition;
@@ -135,181 +137,238 @@ VEC_INLINE void flow_causal_resum(real* sums, int t, const real* q, const real* 
     vec_axpy(qi, n * I, q, D);
 }
 
-// Reals of scratch a head's forward pass takes: the chunk's q, k (C,D), w, p (C,M),
-// the product's state (D,M) and scores (C,C), the running sums.
-static size_t flow_causal_forward_scratch(int D, int M) {
-    return CDP_CHUNK * 2 * ((size_t)D + M) + (size_t)D * M + CDP_CHUNK * CDP_CHUNK + flow_sums_size(D);
+// One (batch element, head) of a call: its rows in the call's arrays, its part
+// of the cache (scalars and checkpoints). The forward pass leaves the gradients NULL.
+typedef struct {
+    const real *Q, *K, *V, *dR;
+    real *R, *dQ, *dK, *dV;
+    real *I, *O, *A, *C, *Z, *raw;
+    real* checkpoints;
+} FlowHead;
+
+static FlowHead flow_head(const Attention* a, int bh, real* cache, const real* q, const real* k, const real* v,
+                          real* out) {
+    int b = bh / a->H, h = bh % a->H, T = a->L;
+    size_t per_head = flow_cache_per_head(T, T);
+    real* ch = cache + (size_t)bh * per_head;
+    FlowHead hd = {.Q = HEAD_Q(a, q, b, h), .K = HEAD_K(a, k, b, h), .V = HEAD_V(a, v, b, h),
+                   .R = HEAD_OUT(a, out, b, h), .I = ch + FC_I * T, .O = ch + FC_O * T, .A = ch + FC_A * T,
+                   .C = ch + FC_C * T, .Z = ch + FC_Z * T, .raw = ch + FC_RAW * T,
+                   .checkpoints = cache + (size_t)a->B * a->H * per_head + bh * flow_checkpoints_per_head(T, a->D, a->M)};
+    return hd;
 }
 
-static void flow_causal_head_forward(const Attention* a, int b, int h, real* out, real* cache, real* checkpoints,
-                                     const real* q, const real* k, const real* v, real* scratch) {
-    int T = a->L, D = a->D, M = a->M, out_stride = a->H * M;
-    const real *Q = HEAD_Q(a, q, b, h), *K = HEAD_K(a, k, b, h), *V = HEAD_V(a, v, b, h);
-    real* R = HEAD_OUT(a, out, b, h);
-    real *I = cache + FC_I * T, *O = cache + FC_O * T, *A = cache + FC_A * T;
-    real *C = cache + FC_C * T, *Z = cache + FC_Z * T, *raw = cache + FC_RAW * T;
-    real *qc = scratch, *kc = qc + CDP_CHUNK * D, *wc = kc + CDP_CHUNK * D, *pc = wc + CDP_CHUNK * M;
-    real *S = pc + CDP_CHUNK * M, *scores = S + (size_t)D * M, *sums = scores + CDP_CHUNK * CDP_CHUNK;
-    memset(S, 0, (size_t)D * M * sizeof(real));
-    memset(sums, 0, flow_sums_size(D) * sizeof(real));
-    for (int c0 = 0; c0 < T; c0 += CDP_CHUNK) {
-        int n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
-        if (c0 % FLOW_SEGMENT == 0) {
-            real* cp = checkpoints + (size_t)(c0 / FLOW_SEGMENT) * flow_checkpoint_size(D, M);
-            memcpy(cp, S, (size_t)D * M * sizeof(real));
-            memcpy(cp + (size_t)D * M, sums, 4 * (size_t)D * sizeof(real));
-        }
-        sigmoid_rows(qc, Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
-        sigmoid_rows(kc, K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
-        for (int t = c0; t < c0 + n; t++) {
-            FlowPosition f = flow_causal_advance(sums, t, qc + (t - c0) * D, kc + (t - c0) * D, D, a->clamp);
-            I[t] = f.I, O[t] = f.O, A[t] = f.A, C[t] = f.C, Z[t] = f.Z, raw[t] = f.raw;
-        }
-        scale_rows(wc, C + c0, V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
-        for (int t = c0 + CDP_CHUNK; t < c0 + 2 * CDP_CHUNK && t < T; t++) { // the next chunk's rows
-            vec_prefetch(Q + (size_t)t * a->q_stride, D, 0);
-            vec_prefetch(K + (size_t)t * a->k_stride, D, 0);
-            vec_prefetch(V + (size_t)t * a->v_stride, M, 0);
-            vec_prefetch(R + (size_t)t * out_stride, M, 1);
-        }
-        cdp_chunk_forward(pc, qc, kc, wc, n, D, M, S, scores);
-        for (int i = 0; i < n; i++) {
-            real ai = A[c0 + i] * I[c0 + i], *r = R + (size_t)(c0 + i) * out_stride;
-            #pragma omp simd
-            for (int m = 0; m < M; m++) r[m] = ai * pc[i * M + m];
-        }
+// The same with the gradients the backward pass reads and adds to.
+static FlowHead flow_head_backward(const Attention* a, int bh, const real* cache, const real* q, const real* k,
+                                   const real* v, const real* out, real* dq, real* dk, real* dv, const real* dout) {
+    int b = bh / a->H, h = bh % a->H;
+    FlowHead hd = flow_head(a, bh, (real*)cache, q, k, v, (real*)out);
+    hd.dR = HEAD_OUT(a, dout, b, h), hd.dQ = HEAD_Q(a, dq, b, h), hd.dK = HEAD_K(a, dk, b, h), hd.dV = HEAD_V(a, dv, b, h);
+    return hd;
+}
+
+// Reals of scratch a group's forward pass takes: the chunk's q, k (C,D), w, p
+// (C,M) and scores (C,C); per head the product's state (D,M) and running sums.
+static size_t flow_causal_forward_scratch(int heads, int D, int M) {
+    return CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + heads * ((size_t)D * M + flow_sums_size(D));
+}
+
+// Chunk [c0, c0 + CDP_CHUNK) of one head. state: the head's product state (D,M),
+// then its running sums; buf holds the chunk's arrays.
+static void flow_causal_chunk_forward(const Attention* a, const FlowHead* hd, int c0, real* state, real* buf) {
+    int T = a->L, D = a->D, M = a->M, out_stride = a->H * M, n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
+    real *S = state, *sums = state + (size_t)D * M;
+    real *qc = buf, *kc = qc + CDP_CHUNK * D, *wc = kc + CDP_CHUNK * D, *pc = wc + CDP_CHUNK * M;
+    real* scores = pc + CDP_CHUNK * M;
+    if (c0 % CDP_SEGMENT == 0) // a checkpoint: the state but z
+        memcpy(hd->checkpoints + (size_t)(c0 / CDP_SEGMENT) * flow_checkpoint_size(D, M), state,
+               flow_checkpoint_size(D, M) * sizeof(real));
+    sigmoid_rows(qc, hd->Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
+    sigmoid_rows(kc, hd->K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
+    for (int t = c0; t < c0 + n; t++) {
+        FlowPosition f = flow_causal_advance(sums, t, qc + (t - c0) * D, kc + (t - c0) * D, D, a->clamp);
+        hd->I[t] = f.I, hd->O[t] = f.O, hd->A[t] = f.A, hd->C[t] = f.C, hd->Z[t] = f.Z, hd->raw[t] = f.raw;
+    }
+    scale_rows(wc, hd->C + c0, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
+    int next = c0 + CDP_CHUNK, next_end = next + CDP_CHUNK < T ? next + CDP_CHUNK : T;
+    vec_prefetch_rows(hd->Q, next, next_end, a->q_stride, D, 0);
+    vec_prefetch_rows(hd->K, next, next_end, a->k_stride, D, 0);
+    vec_prefetch_rows(hd->V, next, next_end, a->v_stride, M, 0);
+    vec_prefetch_rows(hd->R, next, next_end, out_stride, M, 1);
+    cdp_chunk_forward(pc, qc, kc, wc, n, D, M, S, scores);
+    for (int i = 0; i < n; i++) {
+        real ai = hd->A[c0 + i] * hd->I[c0 + i], *r = hd->R + (size_t)(c0 + i) * out_stride;
+        #pragma omp simd
+        for (int m = 0; m < M; m++) r[m] = ai * pc[i * M + m];
     }
 }
 
-// Reals of scratch a head's backward pass takes: the segment's q, k (SEG,D) and
-// w (SEG,M), a checkpoint per chunk of it; the chunk's dq, dk (C,D), g, dw (C,M),
-// scores (C,C); the reverse state G (D,M), the running and suffix sums (4D each),
-// 6 scalars per position of a chunk.
-static size_t flow_causal_backward_scratch(int D, int M) {
-    return FLOW_SEGMENT * (2 * (size_t)D + M) + FLOW_SEGMENT / CDP_CHUNK * flow_checkpoint_size(D, M)
-           + CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + (size_t)D * M + 8 * (size_t)D
-           + 6 * CDP_CHUNK;
+// Heads [bh0, bh0 + heads), in lockstep.
+static void flow_causal_group_forward(const Attention* a, int bh0, int heads, real* out, real* cache,
+                                      const real* q, const real* k, const real* v) {
+    int D = a->D, M = a->M;
+    size_t state = (size_t)D * M + flow_sums_size(D);
+    real* buf = thread_scratch(flow_causal_forward_scratch(heads, D, M));
+    real* states = buf + CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK;
+    memset(states, 0, heads * state * sizeof(real));
+    FlowHead hds[CDP_GROUP];
+    for (int i = 0; i < heads; i++) hds[i] = flow_head(a, bh0 + i, cache, q, k, v, out);
+    for (int c0 = 0; c0 < a->L; c0 += CDP_CHUNK)
+        for (int i = 0; i < heads; i++)
+            flow_causal_chunk_forward(a, &hds[i], c0, states + i * state, buf);
 }
 
-static void flow_causal_head_backward(const Attention* a, int b, int h, real* dq, real* dk, real* dv,
-                                      const real* dout, const real* out, const real* cache,
-                                      const real* checkpoints, const real* q, const real* k, const real* v,
-                                      real* scratch) {
-    int T = a->L, D = a->D, M = a->M, out_stride = a->H * M;
-    real c = a->clamp;
-    const real *Q = HEAD_Q(a, q, b, h), *K = HEAD_K(a, k, b, h), *V = HEAD_V(a, v, b, h);
-    const real *dR = HEAD_OUT(a, dout, b, h), *R = HEAD_OUT(a, out, b, h);
-    real *dQ = HEAD_Q(a, dq, b, h), *dK = HEAD_K(a, dk, b, h), *dV = HEAD_V(a, dv, b, h);
-    const real *I = cache + FC_I * T, *O = cache + FC_O * T, *A = cache + FC_A * T;
-    const real *C = cache + FC_C * T, *Z = cache + FC_Z * T, *raw = cache + FC_RAW * T;
+// Reals of a head's segment arrays in the backward pass: its q, k (SEG,D),
+// w (SEG,M) and a checkpoint per chunk.
+static size_t flow_segment_size(int D, int M) {
+    return CDP_SEGMENT * (2 * (size_t)D + M) + CDP_SEGMENT / CDP_CHUNK * flow_checkpoint_size(D, M);
+}
+
+// Reals of a head's reverse state: the product's G (D,M), the suffix sums
+// rqi, rko, rks, rqs (4D) and zsuffix.
+static size_t flow_reverse_state_size(int D, int M) { return (size_t)D * M + 4 * (size_t)D + 1; }
+
+// Reals of scratch a group's backward pass takes: the chunk's dq, dk (C,D),
+// g, dw (C,M), scores (C,C), running sums (4D) and 6 scalars per position; per
+// head its segment arrays and reverse state.
+static size_t flow_causal_backward_scratch(int heads, int D, int M) {
+    return CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + 4 * (size_t)D + 6 * CDP_CHUNK
+           + heads * (flow_segment_size(D, M) + flow_reverse_state_size(D, M));
+}
+
+// Forwards over chunk j of the segment that starts at s0, one head: its
+// features and w = C v into the head's segment arrays, and the next chunk's
+// checkpoint (this one's plus the chunk).
+static void flow_causal_chunk_replay(const Attention* a, const FlowHead* hd, int s0, int j, real* seg) {
+    int T = a->L, D = a->D, M = a->M, c0 = s0 + j * CDP_CHUNK, n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
     size_t cp_size = flow_checkpoint_size(D, M);
-    real *qs = scratch, *ks = qs + FLOW_SEGMENT * D, *ws = ks + FLOW_SEGMENT * D;
-    real *chunk_cps = ws + FLOW_SEGMENT * M, *dqc = chunk_cps + FLOW_SEGMENT / CDP_CHUNK * cp_size;
-    real *dkc = dqc + CDP_CHUNK * D, *gc = dkc + CDP_CHUNK * D, *dwc = gc + CDP_CHUNK * M;
-    real *scores = dwc + CDP_CHUNK * M, *G = scores + CDP_CHUNK * CDP_CHUNK, *sums = G + (size_t)D * M;
+    real *qc = seg + j * CDP_CHUNK * D, *kc = seg + CDP_SEGMENT * D + j * CDP_CHUNK * D;
+    real *wc = seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M, *cp = seg + CDP_SEGMENT * (2 * D + M) + j * cp_size;
+    if (j == 0) memcpy(cp, hd->checkpoints + (size_t)(s0 / CDP_SEGMENT) * cp_size, cp_size * sizeof(real));
+    sigmoid_rows(qc, hd->Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
+    sigmoid_rows(kc, hd->K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
+    scale_rows(wc, hd->C + c0, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
+    int next = c0 + CDP_CHUNK, next_end = next + CDP_CHUNK < T ? next + CDP_CHUNK : T;
+    if (next >= T || next - s0 >= CDP_SEGMENT) return; // the segment's last chunk
+    vec_prefetch_rows(hd->Q, next, next_end, a->q_stride, D, 0);
+    vec_prefetch_rows(hd->K, next, next_end, a->k_stride, D, 0);
+    vec_prefetch_rows(hd->V, next, next_end, a->v_stride, M, 0);
+    real* next_cp = cp + cp_size;
+    memcpy(next_cp, cp, cp_size * sizeof(real));
+    for (int t = c0; t < c0 + n; t++)
+        flow_causal_resum(next_cp + (size_t)D * M, t, qc + (t - c0) * D, kc + (t - c0) * D, hd->I[t], hd->O[t], D);
+    cdp_state_add(next_cp, kc, wc, n, D, M);
+}
+
+// Backwards over chunk j of the segment that starts at s0, one head, from its
+// replayed segment arrays and its reverse state rev; buf holds the chunk's arrays.
+static void flow_causal_chunk_backward(const Attention* a, const FlowHead* hd, int s0, int j, const real* seg,
+                                       real* rev, real* buf) {
+    int T = a->L, D = a->D, M = a->M, out_stride = a->H * M, c0 = s0 + j * CDP_CHUNK;
+    int n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
+    real c = a->clamp;
+    const real *I = hd->I, *O = hd->O, *A = hd->A, *C = hd->C, *Z = hd->Z, *raw = hd->raw;
+    size_t cp_size = flow_checkpoint_size(D, M);
+    const real *qc = seg + j * CDP_CHUNK * D, *kc = seg + CDP_SEGMENT * D + j * CDP_CHUNK * D;
+    const real *wc = seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M, *cp = seg + CDP_SEGMENT * (2 * D + M) + j * cp_size;
+    real *dqc = buf, *dkc = dqc + CDP_CHUNK * D, *gc = dkc + CDP_CHUNK * D, *dwc = gc + CDP_CHUNK * M;
+    real *scores = dwc + CDP_CHUNK * M, *sums = scores + CDP_CHUNK * CDP_CHUNK;
+    real *dA = sums + 4 * D, *dI = dA + CDP_CHUNK, *draw = dI + CDP_CHUNK, *dIc = draw + CDP_CHUNK;
+    real *ddenI = dIc + CDP_CHUNK, *ddenO = ddenI + CDP_CHUNK;
     // suffix sums over positions m >= t of the gradients with respect to the
     // prefix sums qi_m, ko_m, ksum_m, qsum_m, each of which holds position t's term
-    real *rqi = sums + 4 * D, *rko = rqi + D, *rks = rko + D, *rqs = rks + D;
-    real *dA = rqs + D, *dI = dA + CDP_CHUNK, *draw = dI + CDP_CHUNK, *dIc = draw + CDP_CHUNK;
-    real *ddenI = dIc + CDP_CHUNK, *ddenO = ddenI + CDP_CHUNK;
+    real *G = rev, *rqi = G + (size_t)D * M, *rko = rqi + D, *rks = rko + D, *rqs = rks + D;
+    real* zsuffix = rqs + D; // sum_{m >= t} C_m dC_m / Z_m
 
-    memset(G, 0, (size_t)D * M * sizeof(real)); // the product's reverse state
-    memset(rqi, 0, 4 * (size_t)D * sizeof(real));
-    real zsuffix = 0; // sum_{m >= t} C_m dC_m / Z_m
-    for (int s0 = (T - 1) / FLOW_SEGMENT * FLOW_SEGMENT; s0 >= 0; s0 -= FLOW_SEGMENT) {
-        int chunks = ((T - s0 < FLOW_SEGMENT ? T - s0 : FLOW_SEGMENT) + CDP_CHUNK - 1) / CDP_CHUNK;
-        // Forwards from the segment's checkpoint: features, w = C v, each chunk's checkpoint.
-        memcpy(chunk_cps, checkpoints + (size_t)(s0 / FLOW_SEGMENT) * cp_size, cp_size * sizeof(real));
-        for (int j = 0; j < chunks; j++) {
-            int c0 = s0 + j * CDP_CHUNK, n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
-            real *qc = qs + j * CDP_CHUNK * D, *kc = ks + j * CDP_CHUNK * D, *wc = ws + j * CDP_CHUNK * M;
-            sigmoid_rows(qc, Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
-            sigmoid_rows(kc, K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
-            scale_rows(wc, C + c0, V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
-            if (j + 1 < chunks) { // the next chunk's checkpoint: this one's plus the chunk
-                real *cp = chunk_cps + j * cp_size, *next = cp + cp_size;
-                memcpy(next, cp, cp_size * sizeof(real));
-                for (int t = c0; t < c0 + n; t++)
-                    flow_causal_resum(next + (size_t)D * M, t, qc + (t - c0) * D, kc + (t - c0) * D, I[t], O[t], D);
-                cdp_state_add(next, kc, wc, n, D, M);
-            }
-        }
-        // Backwards over the segment's chunks.
-        for (int j = chunks - 1; j >= 0; j--) {
-            int c0 = s0 + j * CDP_CHUNK, n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
-            const real *qc = qs + j * CDP_CHUNK * D, *kc = ks + j * CDP_CHUNK * D, *wc = ws + j * CDP_CHUNK * M;
-            const real* cp = chunk_cps + j * cp_size;
-            // this chunk's counterpart in the segment before, next to be read
-            for (int t = c0 - FLOW_SEGMENT; t < c0 - FLOW_SEGMENT + CDP_CHUNK && t >= 0; t++) {
-                vec_prefetch(Q + (size_t)t * a->q_stride, D, 0);
-                vec_prefetch(K + (size_t)t * a->k_stride, D, 0);
-                vec_prefetch(V + (size_t)t * a->v_stride, M, 0);
-            }
-            // the rows the next chunk's gradients read and write
-            for (int t = c0 - CDP_CHUNK; t < c0 && t >= 0; t++) {
-                vec_prefetch(dR + (size_t)t * out_stride, M, 0);
-                vec_prefetch(R + (size_t)t * out_stride, M, 0);
-                vec_prefetch(dQ + (size_t)t * a->q_stride, D, 1);
-                vec_prefetch(dK + (size_t)t * a->k_stride, D, 1);
-                vec_prefetch(dV + (size_t)t * a->v_stride, M, 1);
-            }
-            // R_t = A_t I_t p_t, so dout_t . p_t = (dout_t . R_t) / (A_t I_t)
-            for (int i = 0; i < n; i++) {
-                int t = c0 + i;
-                const real *dr = dR + (size_t)t * out_stride, *r = R + (size_t)t * out_stride;
-                real dr_r = vec_dot(dr, r, M), ai = A[t] * I[t];
-                dA[i] = dr_r / A[t];
-                dI[i] = dr_r / I[t];
-                #pragma omp simd
-                for (int m = 0; m < M; m++) gc[i * M + m] = ai * dr[m];
-            }
-            cdp_chunk_backward(dqc, dkc, dwc, gc, qc, kc, wc, n, D, M, cp, G, scores);
+    // the rows of the next chunk (the one before), and of its counterpart in the segment before
+    vec_prefetch_rows(hd->dR, c0 - CDP_CHUNK, c0, out_stride, M, 0);
+    vec_prefetch_rows(hd->R, c0 - CDP_CHUNK, c0, out_stride, M, 0);
+    vec_prefetch_rows(hd->dQ, c0 - CDP_CHUNK, c0, a->q_stride, D, 1);
+    vec_prefetch_rows(hd->dK, c0 - CDP_CHUNK, c0, a->k_stride, D, 1);
+    vec_prefetch_rows(hd->dV, c0 - CDP_CHUNK, c0, a->v_stride, M, 1);
+    vec_prefetch_rows(hd->Q, c0 - CDP_SEGMENT, c0 - CDP_SEGMENT + CDP_CHUNK, a->q_stride, D, 0);
+    vec_prefetch_rows(hd->K, c0 - CDP_SEGMENT, c0 - CDP_SEGMENT + CDP_CHUNK, a->k_stride, D, 0);
+    vec_prefetch_rows(hd->V, c0 - CDP_SEGMENT, c0 - CDP_SEGMENT + CDP_CHUNK, a->v_stride, M, 0);
 
-            for (int i = n - 1; i >= 0; i--) {
-                int t = c0 + i;
-                const real *qr = qc + i * D, *kr = kc + i * D;
-                real *dqr = dqc + i * D, *dkr = dkc + i * D;
-                real nt = (real)(t + 1);
-                // competition C_t = n_t exp(Oc_t) / Z_t, Z_t = sum_{j<=t} exp(Oc_j)
-                real dC = vec_dot(dwc + i * M, V + (size_t)t * a->v_stride, M);
-                vec_axpy(dV + (size_t)t * a->v_stride, C[t], dwc + i * M, M);
-                zsuffix += C[t] * dC / Z[t];
-                real e = C[t] * Z[t] / nt;
-                real dOc = C[t] * dC - e * zsuffix;
-                draw[i] = (raw[t] >= -c && raw[t] <= c) ? dOc : 0;
-                // allocation A_t = sigmoid(Ic_t)
-                dIc[i] = dA[i] * A[t] * ((real)1 - A[t]);
-                // Oc_t = (k_t + eps) . (qi_t + eps) / n_t with qi_t = sum_{j<=t} n_j I_j q_j
-                vec_axpy_eps(rqi, draw[i] / nt, kr, D, FLOW_EPS);
-                // Ic_t = (q_t + eps) . (ko_t + eps) / n_t with ko_t = sum_{j<=t} n_j O_j k_j
-                vec_axpy_eps(rko, dIc[i] / nt, qr, D, FLOW_EPS);
-                real dIt = dI[i] + nt * vec_dot(qr, rqi, D);
-                vec_axpy(dqr, nt * I[t], rqi, D);
-                real dOt = nt * vec_dot(kr, rko, D);
-                vec_axpy(dkr, nt * O[t], rko, D);
-                // I_t = 1 / (q_t + eps) . (ksum_t + eps), O_t = 1 / (k_t + eps) . (qsum_t + eps)
-                ddenI[i] = -I[t] * I[t] * dIt;
-                ddenO[i] = -O[t] * O[t] * dOt;
-                vec_axpy_eps(rks, ddenI[i], qr, D, FLOW_EPS);
-                vec_axpy(dkr, 1, rks, D);
-                vec_axpy_eps(rqs, ddenO[i], kr, D, FLOW_EPS);
-                vec_axpy(dqr, 1, rqs, D);
-            }
-            // Forwards over the chunk for the terms that multiply the prefix sums.
-            memcpy(sums, cp + (size_t)D * M, 4 * (size_t)D * sizeof(real));
-            real *ksum = sums, *qsum = ksum + D, *ko = qsum + D, *qi = ko + D;
-            for (int i = 0; i < n; i++) {
-                int t = c0 + i;
-                real nt = (real)(t + 1), *dqr = dqc + i * D, *dkr = dkc + i * D;
-                flow_causal_resum(sums, t, qc + i * D, kc + i * D, I[t], O[t], D);
-                vec_axpy_eps(dqr, ddenI[i], ksum, D, FLOW_EPS);
-                vec_axpy_eps(dqr, dIc[i] / nt, ko, D, FLOW_EPS);
-                vec_axpy_eps(dkr, ddenO[i], qsum, D, FLOW_EPS);
-                vec_axpy_eps(dkr, draw[i] / nt, qi, D, FLOW_EPS);
-            }
-            sigmoid_rows_backward(dQ + (size_t)c0 * a->q_stride, dqc, qc, n, a->q_stride, D);
-            sigmoid_rows_backward(dK + (size_t)c0 * a->k_stride, dkc, kc, n, a->k_stride, D);
-        }
+    // R_t = A_t I_t p_t, so dout_t . p_t = (dout_t . R_t) / (A_t I_t)
+    for (int i = 0; i < n; i++) {
+        int t = c0 + i;
+        const real *dr = hd->dR + (size_t)t * out_stride, *r = hd->R + (size_t)t * out_stride;
+        real dr_r = vec_dot(dr, r, M), ai = A[t] * I[t];
+        dA[i] = dr_r / A[t];
+        dI[i] = dr_r / I[t];
+        #pragma omp simd
+        for (int m = 0; m < M; m++) gc[i * M + m] = ai * dr[m];
+    }
+    cdp_chunk_backward(dqc, dkc, dwc, gc, qc, kc, wc, n, D, M, cp, G, scores);
+
+    // Backwards over the chunk's positions.
+    for (int i = n - 1; i >= 0; i--) {
+        int t = c0 + i;
+        const real *qr = qc + i * D, *kr = kc + i * D;
+        real *dqr = dqc + i * D, *dkr = dkc + i * D;
+        real nt = (real)(t + 1);
+        // competition C_t = n_t exp(Oc_t) / Z_t, Z_t = sum_{j<=t} exp(Oc_j)
+        real dC = vec_dot(dwc + i * M, hd->V + (size_t)t * a->v_stride, M);
+        vec_axpy(hd->dV + (size_t)t * a->v_stride, C[t], dwc + i * M, M);
+        *zsuffix += C[t] * dC / Z[t];
+        real e = C[t] * Z[t] / nt;
+        real dOc = C[t] * dC - e * *zsuffix;
+        draw[i] = (raw[t] >= -c && raw[t] <= c) ? dOc : 0;
+        // allocation A_t = sigmoid(Ic_t)
+        dIc[i] = dA[i] * A[t] * ((real)1 - A[t]);
+        // Oc_t = (k_t + eps) . (qi_t + eps) / n_t with qi_t = sum_{j<=t} n_j I_j q_j
+        vec_axpy_eps(rqi, draw[i] / nt, kr, D, FLOW_EPS);
+        // Ic_t = (q_t + eps) . (ko_t + eps) / n_t with ko_t = sum_{j<=t} n_j O_j k_j
+        vec_axpy_eps(rko, dIc[i] / nt, qr, D, FLOW_EPS);
+        real dIt = dI[i] + nt * vec_dot(qr, rqi, D);
+        vec_axpy(dqr, nt * I[t], rqi, D);
+        real dOt = nt * vec_dot(kr, rko, D);
+        vec_axpy(dkr, nt * O[t], rko, D);
+        // I_t = 1 / (q_t + eps) . (ksum_t + eps), O_t = 1 / (k_t + eps) . (qsum_t + eps)
+        ddenI[i] = -I[t] * I[t] * dIt;
+        ddenO[i] = -O[t] * O[t] * dOt;
+        vec_axpy_eps(rks, ddenI[i], qr, D, FLOW_EPS);
+        vec_axpy(dkr, 1, rks, D);
+        vec_axpy_eps(rqs, ddenO[i], kr, D, FLOW_EPS);
+        vec_axpy(dqr, 1, rqs, D);
+    }
+    // Forwards over the chunk for the terms that multiply the prefix sums.
+    memcpy(sums, cp + (size_t)D * M, 4 * (size_t)D * sizeof(real));
+    real *ksum = sums, *qsum = ksum + D, *ko = qsum + D, *qi = ko + D;
+    for (int i = 0; i < n; i++) {
+        int t = c0 + i;
+        real nt = (real)(t + 1), *dqr = dqc + i * D, *dkr = dkc + i * D;
+        flow_causal_resum(sums, t, qc + i * D, kc + i * D, I[t], O[t], D);
+        vec_axpy_eps(dqr, ddenI[i], ksum, D, FLOW_EPS);
+        vec_axpy_eps(dqr, dIc[i] / nt, ko, D, FLOW_EPS);
+        vec_axpy_eps(dkr, ddenO[i], qsum, D, FLOW_EPS);
+        vec_axpy_eps(dkr, draw[i] / nt, qi, D, FLOW_EPS);
+    }
+    sigmoid_rows_backward(hd->dQ + (size_t)c0 * a->q_stride, dqc, qc, n, a->q_stride, D);
+    sigmoid_rows_backward(hd->dK + (size_t)c0 * a->k_stride, dkc, kc, n, a->k_stride, D);
+}
+
+// Heads [bh0, bh0 + heads), in lockstep.
+static void flow_causal_group_backward(const Attention* a, int bh0, int heads, real* dq, real* dk, real* dv,
+                                       const real* dout, const real* out, const real* cache,
+                                       const real* q, const real* k, const real* v) {
+    int T = a->L, D = a->D, M = a->M;
+    size_t seg_size = flow_segment_size(D, M), rev_size = flow_reverse_state_size(D, M);
+    real* buf = thread_scratch(flow_causal_backward_scratch(heads, D, M));
+    real* segs = buf + CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + 4 * (size_t)D + 6 * CDP_CHUNK;
+    real* revs = segs + heads * seg_size;
+    memset(revs, 0, heads * rev_size * sizeof(real));
+    FlowHead hds[CDP_GROUP];
+    for (int i = 0; i < heads; i++)
+        hds[i] = flow_head_backward(a, bh0 + i, cache, q, k, v, out, dq, dk, dv, dout);
+    for (int s0 = (T - 1) / CDP_SEGMENT * CDP_SEGMENT; s0 >= 0; s0 -= CDP_SEGMENT) {
+        int chunks = ((T - s0 < CDP_SEGMENT ? T - s0 : CDP_SEGMENT) + CDP_CHUNK - 1) / CDP_CHUNK;
+        for (int j = 0; j < chunks; j++)
+            for (int i = 0; i < heads; i++) flow_causal_chunk_replay(a, &hds[i], s0, j, segs + i * seg_size);
+        for (int j = chunks - 1; j >= 0; j--)
+            for (int i = 0; i < heads; i++)
+                flow_causal_chunk_backward(a, &hds[i], s0, j, segs + i * seg_size, revs + i * rev_size, buf);
     }
 }
 
@@ -464,38 +523,41 @@ static void flow_normal_head_backward(const Attention* a, int b, int h, real* dq
 
 static void flow_attention_forward(const Attention* a, real* out, real* cache,
                                    const real* q, const real* k, const real* v) {
-    size_t per_head = flow_cache_per_head(a->L, a->S);
-    size_t scratch = a->causal ? flow_causal_forward_scratch(a->D, a->M)
-                               : flow_normal_forward_scratch(a->L, a->S, a->D, a->M);
-    real* checkpoints = cache + (size_t)a->B * a->H * per_head;
-    #pragma omp parallel for schedule(dynamic)
-    for (int bh = 0; bh < a->B * a->H; bh++) {
-        int b = bh / a->H, h = bh % a->H;
-        real* ch = cache + (size_t)bh * per_head;
-        if (a->causal)
-            flow_causal_head_forward(a, b, h, out, ch, checkpoints + bh * flow_checkpoints_per_head(a->L, a->D, a->M),
-                                     q, k, v, thread_scratch(scratch));
-        else flow_normal_head_forward(a, b, h, out, ch, q, k, v, thread_scratch(scratch));
+    int pairs = a->B * a->H;
+    if (a->causal) {
+        int group = cdp_group_size(pairs), groups = (pairs + group - 1) / group;
+        #pragma omp parallel for schedule(dynamic)
+        for (int g = 0; g < groups; g++) {
+            int heads = pairs - g * group < group ? pairs - g * group : group;
+            flow_causal_group_forward(a, g * group, heads, out, cache, q, k, v);
+        }
+        return;
     }
+    size_t per_head = flow_cache_per_head(a->L, a->S), scratch = flow_normal_forward_scratch(a->L, a->S, a->D, a->M);
+    #pragma omp parallel for schedule(dynamic)
+    for (int bh = 0; bh < pairs; bh++)
+        flow_normal_head_forward(a, bh / a->H, bh % a->H, out, cache + (size_t)bh * per_head, q, k, v,
+                                 thread_scratch(scratch));
 }
 
 static void flow_attention_backward(const Attention* a, real* dq, real* dk, real* dv,
                                     const real* dout, const real* out, const real* cache,
                                     const real* q, const real* k, const real* v) {
-    size_t per_head = flow_cache_per_head(a->L, a->S);
-    size_t scratch = a->causal ? flow_causal_backward_scratch(a->D, a->M)
-                               : flow_normal_backward_scratch(a->L, a->S, a->D, a->M);
-    const real* checkpoints = cache + (size_t)a->B * a->H * per_head;
-    #pragma omp parallel for schedule(dynamic)
-    for (int bh = 0; bh < a->B * a->H; bh++) {
-        int b = bh / a->H, h = bh % a->H;
-        const real* ch = cache + (size_t)bh * per_head;
-        if (a->causal)
-            flow_causal_head_backward(a, b, h, dq, dk, dv, dout, out, ch,
-                                      checkpoints + bh * flow_checkpoints_per_head(a->L, a->D, a->M),
-                                      q, k, v, thread_scratch(scratch));
-        else flow_normal_head_backward(a, b, h, dq, dk, dv, dout, out, ch, q, k, v, thread_scratch(scratch));
+    int pairs = a->B * a->H;
+    if (a->causal) {
+        int group = cdp_group_size(pairs), groups = (pairs + group - 1) / group;
+        #pragma omp parallel for schedule(dynamic)
+        for (int g = 0; g < groups; g++) {
+            int heads = pairs - g * group < group ? pairs - g * group : group;
+            flow_causal_group_backward(a, g * group, heads, dq, dk, dv, dout, out, cache, q, k, v);
+        }
+        return;
     }
+    size_t per_head = flow_cache_per_head(a->L, a->S), scratch = flow_normal_backward_scratch(a->L, a->S, a->D, a->M);
+    #pragma omp parallel for schedule(dynamic)
+    for (int bh = 0; bh < pairs; bh++)
+        flow_normal_head_backward(a, bh / a->H, bh % a->H, dq, dk, dv, dout, out, cache + (size_t)bh * per_head,
+                                  q, k, v, thread_scratch(scratch));
 }
 
 // ----------------------------------------------------------------------------

@@ -20,7 +20,8 @@
 #define LINEAR_EPS ((real)1e-6)
 
 static inline real elu1(real x) { return x > 0 ? x + (real)1 : exp_fast(x); }
-static inline real elu1_grad(real x) { return x > 0 ? (real)1 : exp_fast(x); }
+// phi'(x) from f = phi(x): 1 where x > 0 (f > 1), else e^x = f
+static inline real elu1_grad(real f) { return f > 1 ? (real)1 : f; }
 
 // dst (n,D) = phi of n rows of src, `stride` apart
 static void elu1_rows(real* dst, const real* src, int n, int stride, int D) {
@@ -31,13 +32,12 @@ static void elu1_rows(real* dst, const real* src, int n, int stride, int D) {
     }
 }
 
-// dsrc's n rows (`stride` apart) += dfeat * phi'(src)
-static void elu1_rows_backward(real* dsrc, const real* dfeat, const real* src, int n, int stride, int D) {
+// dsrc's n rows (`stride` apart) += dfeat * phi'(src), given feat = phi(src)
+static void elu1_rows_backward(real* dsrc, const real* dfeat, const real* feat, int n, int stride, int D) {
     for (int t = 0; t < n; t++) {
         real* drow = dsrc + (size_t)t * stride;
-        const real* row = src + (size_t)t * stride;
         #pragma omp simd
-        for (int d = 0; d < D; d++) drow[d] += dfeat[t * D + d] * elu1_grad(row[d]);
+        for (int d = 0; d < D; d++) drow[d] += dfeat[t * D + d] * elu1_grad(feat[t * D + d]);
     }
 }
 
@@ -47,109 +47,194 @@ static void copy_rows(real* dst, const real* src, int n, int stride, int M) {
 }
 
 // ----------------------------------------------------------------------------
-// Causal: per chunk, the features, the running sum z of phi(k) and each
-// denominator, then the chunk's step of the causal product.
+// Causal: the chunked walk of layers/causal_dot_product.h, as causal
+// Flow-Attention's (layers/flow_attention.h), with the running sum z of phi(k)
+// for the denominators. The cache holds every head's denominators, then every
+// head's checkpoints: the product's state (D,M) and z (D) every CDP_SEGMENT positions.
 
-// Reals of scratch a head's forward pass takes: the chunk's q, k (C,D), v, p
-// (C,M), the product's state (D,M) and scores (C,C), z (D).
-static size_t linear_causal_forward_scratch(int D, int M) {
-    return CDP_CHUNK * 2 * ((size_t)D + M) + (size_t)D * M + CDP_CHUNK * CDP_CHUNK + D;
+static size_t linear_checkpoint_size(int D, int M) { return (size_t)D * M + D; }
+
+static size_t linear_checkpoints_per_head(int T, int D, int M) {
+    return (size_t)(T + CDP_SEGMENT - 1) / CDP_SEGMENT * linear_checkpoint_size(D, M);
 }
 
-// cache: the denominator of each (batch, head, query)
-static void linear_causal_head_forward(const Attention* a, int b, int h, real* out, real* den,
-                                       const real* q, const real* k, const real* v, real* scratch) {
-    int T = a->L, D = a->D, M = a->M, out_stride = a->H * M;
-    const real *Q = HEAD_Q(a, q, b, h), *K = HEAD_K(a, k, b, h), *V = HEAD_V(a, v, b, h);
-    real* R = HEAD_OUT(a, out, b, h);
-    real *qc = scratch, *kc = qc + CDP_CHUNK * D, *vc = kc + CDP_CHUNK * D, *pc = vc + CDP_CHUNK * M;
-    real *S = pc + CDP_CHUNK * M, *scores = S + (size_t)D * M, *z = scores + CDP_CHUNK * CDP_CHUNK;
-    memset(S, 0, (size_t)D * M * sizeof(real));
-    memset(z, 0, (size_t)D * sizeof(real));
-    for (int c0 = 0; c0 < T; c0 += CDP_CHUNK) {
-        int n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
-        elu1_rows(qc, Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
-        elu1_rows(kc, K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
-        copy_rows(vc, V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
-        for (int i = 0; i < n; i++) {
-            vec_axpy(z, 1, kc + i * D, D);
-            den[c0 + i] = vec_dot(qc + i * D, z, D) + LINEAR_EPS;
-        }
-        cdp_chunk_forward(pc, qc, kc, vc, n, D, M, S, scores);
-        for (int i = 0; i < n; i++) {
-            real inv = (real)1 / den[c0 + i], *r = R + (size_t)(c0 + i) * out_stride;
-            #pragma omp simd
-            for (int m = 0; m < M; m++) r[m] = inv * pc[i * M + m];
-        }
+// One (batch element, head) of a call, as FlowHead: its rows in the call's
+// arrays, its part of the cache. The forward pass leaves the gradients NULL.
+typedef struct {
+    const real *Q, *K, *V, *dR;
+    real *R, *dQ, *dK, *dV;
+    real *den, *checkpoints;
+} LinearHead;
+
+static LinearHead linear_head(const Attention* a, int bh, real* cache, const real* q, const real* k, const real* v,
+                              real* out) {
+    int b = bh / a->H, h = bh % a->H, T = a->L;
+    LinearHead hd = {.Q = HEAD_Q(a, q, b, h), .K = HEAD_K(a, k, b, h), .V = HEAD_V(a, v, b, h),
+                     .R = HEAD_OUT(a, out, b, h), .den = cache + (size_t)bh * T,
+                     .checkpoints = cache + (size_t)a->B * a->H * T + bh * linear_checkpoints_per_head(T, a->D, a->M)};
+    return hd;
+}
+
+// The same with the gradients the backward pass reads and adds to.
+static LinearHead linear_head_backward(const Attention* a, int bh, const real* cache, const real* q, const real* k,
+                                       const real* v, const real* out, real* dq, real* dk, real* dv, const real* dout) {
+    int b = bh / a->H, h = bh % a->H;
+    LinearHead hd = linear_head(a, bh, (real*)cache, q, k, v, (real*)out);
+    hd.dR = HEAD_OUT(a, dout, b, h), hd.dQ = HEAD_Q(a, dq, b, h), hd.dK = HEAD_K(a, dk, b, h), hd.dV = HEAD_V(a, dv, b, h);
+    return hd;
+}
+
+// Reals of scratch a group's forward pass takes: the chunk's q, k (C,D), v, p
+// (C,M) and scores (C,C); per head the product's state (D,M) and z (D).
+static size_t linear_causal_forward_scratch(int heads, int D, int M) {
+    return CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + heads * linear_checkpoint_size(D, M);
+}
+
+// Chunk [c0, c0 + CDP_CHUNK) of one head. state: the head's product state (D,M), then z.
+static void linear_causal_chunk_forward(const Attention* a, const LinearHead* hd, int c0, real* state, real* buf) {
+    int T = a->L, D = a->D, M = a->M, out_stride = a->H * M, n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
+    real *S = state, *z = state + (size_t)D * M;
+    real *qc = buf, *kc = qc + CDP_CHUNK * D, *vc = kc + CDP_CHUNK * D, *pc = vc + CDP_CHUNK * M;
+    real* scores = pc + CDP_CHUNK * M;
+    if (c0 % CDP_SEGMENT == 0) // a checkpoint: the state
+        memcpy(hd->checkpoints + (size_t)(c0 / CDP_SEGMENT) * linear_checkpoint_size(D, M), state,
+               linear_checkpoint_size(D, M) * sizeof(real));
+    elu1_rows(qc, hd->Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
+    elu1_rows(kc, hd->K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
+    copy_rows(vc, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
+    for (int i = 0; i < n; i++) {
+        vec_axpy(z, 1, kc + i * D, D);
+        hd->den[c0 + i] = vec_dot(qc + i * D, z, D) + LINEAR_EPS;
+    }
+    int next = c0 + CDP_CHUNK, next_end = next + CDP_CHUNK < T ? next + CDP_CHUNK : T;
+    vec_prefetch_rows(hd->Q, next, next_end, a->q_stride, D, 0);
+    vec_prefetch_rows(hd->K, next, next_end, a->k_stride, D, 0);
+    vec_prefetch_rows(hd->V, next, next_end, a->v_stride, M, 0);
+    vec_prefetch_rows(hd->R, next, next_end, out_stride, M, 1);
+    cdp_chunk_forward(pc, qc, kc, vc, n, D, M, S, scores);
+    for (int i = 0; i < n; i++) {
+        real inv = (real)1 / hd->den[c0 + i], *r = hd->R + (size_t)(c0 + i) * out_stride;
+        #pragma omp simd
+        for (int m = 0; m < M; m++) r[m] = inv * pc[i * M + m];
     }
 }
 
-// Reals of scratch a head's backward pass takes: per chunk, the product's state
-// and z at its start; the chunk's q, k, dq, dk (C,D), v, g, dv (C,M), scores
-// (C,C), the reverse state G (D,M), z and its suffix gradient, C scalars.
-static size_t linear_causal_backward_scratch(int T, int D, int M) {
-    size_t chunks = (T + CDP_CHUNK - 1) / CDP_CHUNK;
-    return chunks * ((size_t)D * M + D) + CDP_CHUNK * (4 * (size_t)D + 3 * (size_t)M) + CDP_CHUNK * CDP_CHUNK
-           + (size_t)D * M + 2 * (size_t)D + CDP_CHUNK;
+// Heads [bh0, bh0 + heads), in lockstep.
+static void linear_causal_group_forward(const Attention* a, int bh0, int heads, real* out, real* cache,
+                                        const real* q, const real* k, const real* v) {
+    int D = a->D, M = a->M;
+    size_t state = linear_checkpoint_size(D, M);
+    real* buf = thread_scratch(linear_causal_forward_scratch(heads, D, M));
+    real* states = buf + CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK;
+    memset(states, 0, heads * state * sizeof(real));
+    LinearHead hds[CDP_GROUP];
+    for (int i = 0; i < heads; i++) hds[i] = linear_head(a, bh0 + i, cache, q, k, v, out);
+    for (int c0 = 0; c0 < a->L; c0 += CDP_CHUNK)
+        for (int i = 0; i < heads; i++)
+            linear_causal_chunk_forward(a, &hds[i], c0, states + i * state, buf);
 }
 
-static void linear_causal_head_backward(const Attention* a, int b, int h, real* dq, real* dk, real* dv,
-                                        const real* dout, const real* out, const real* den,
-                                        const real* q, const real* k, const real* v, real* scratch) {
-    int T = a->L, D = a->D, M = a->M, out_stride = a->H * M;
-    const real *Q = HEAD_Q(a, q, b, h), *K = HEAD_K(a, k, b, h), *V = HEAD_V(a, v, b, h);
-    const real *dR = HEAD_OUT(a, dout, b, h), *R = HEAD_OUT(a, out, b, h);
-    real *dQ = HEAD_Q(a, dq, b, h), *dK = HEAD_K(a, dk, b, h), *dV = HEAD_V(a, dv, b, h);
-    size_t chunks = (T + CDP_CHUNK - 1) / CDP_CHUNK, state = (size_t)D * M + D;
-    real *states = scratch, *qc = states + chunks * state, *kc = qc + CDP_CHUNK * D;
-    real *dqc = kc + CDP_CHUNK * D, *dkc = dqc + CDP_CHUNK * D, *vc = dkc + CDP_CHUNK * D;
-    real *gc = vc + CDP_CHUNK * M, *dvc = gc + CDP_CHUNK * M, *scores = dvc + CDP_CHUNK * M;
-    real *G = scores + CDP_CHUNK * CDP_CHUNK, *z = G + (size_t)D * M, *rz = z + D, *dden = rz + D;
+// Reals of a head's segment arrays in the backward pass: its q, k (SEG,D),
+// v (SEG,M) and a checkpoint per chunk.
+static size_t linear_segment_size(int D, int M) {
+    return CDP_SEGMENT * (2 * (size_t)D + M) + CDP_SEGMENT / CDP_CHUNK * linear_checkpoint_size(D, M);
+}
 
-    // Forwards: the product's state S (in G) and z at each chunk's start.
-    memset(G, 0, (size_t)D * M * sizeof(real));
-    memset(z, 0, (size_t)D * sizeof(real));
-    for (int c0 = 0, ci = 0; c0 < T; c0 += CDP_CHUNK, ci++) {
-        int n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
-        memcpy(states + ci * state, G, (size_t)D * M * sizeof(real));
-        memcpy(states + ci * state + (size_t)D * M, z, (size_t)D * sizeof(real));
-        elu1_rows(kc, K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
-        copy_rows(vc, V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
-        for (int i = 0; i < n; i++) vec_axpy(z, 1, kc + i * D, D);
-        cdp_state_add(G, kc, vc, n, D, M);
+// Reals of scratch a group's backward pass takes: the chunk's dq, dk (C,D), g,
+// dv (C,M), scores (C,C), z (D) and a scalar per position; per head its segment
+// arrays and reverse state: the product's G (D,M) and the suffix sum rz (D).
+static size_t linear_causal_backward_scratch(int heads, int D, int M) {
+    return CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + D + CDP_CHUNK
+           + heads * (linear_segment_size(D, M) + linear_checkpoint_size(D, M));
+}
+
+// Forwards over chunk j of the segment that starts at s0, one head: its
+// features and values into the segment arrays, and the next chunk's checkpoint.
+static void linear_causal_chunk_replay(const Attention* a, const LinearHead* hd, int s0, int j, real* seg) {
+    int T = a->L, D = a->D, M = a->M, c0 = s0 + j * CDP_CHUNK, n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
+    size_t cp_size = linear_checkpoint_size(D, M);
+    real *qc = seg + j * CDP_CHUNK * D, *kc = seg + CDP_SEGMENT * D + j * CDP_CHUNK * D;
+    real *vc = seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M, *cp = seg + CDP_SEGMENT * (2 * D + M) + j * cp_size;
+    if (j == 0) memcpy(cp, hd->checkpoints + (size_t)(s0 / CDP_SEGMENT) * cp_size, cp_size * sizeof(real));
+    elu1_rows(qc, hd->Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
+    elu1_rows(kc, hd->K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
+    copy_rows(vc, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
+    int next = c0 + CDP_CHUNK, next_end = next + CDP_CHUNK < T ? next + CDP_CHUNK : T;
+    if (next >= T || next - s0 >= CDP_SEGMENT) return; // the segment's last chunk
+    vec_prefetch_rows(hd->Q, next, next_end, a->q_stride, D, 0);
+    vec_prefetch_rows(hd->K, next, next_end, a->k_stride, D, 0);
+    vec_prefetch_rows(hd->V, next, next_end, a->v_stride, M, 0);
+    real* next_cp = cp + cp_size;
+    memcpy(next_cp, cp, cp_size * sizeof(real));
+    for (int i = 0; i < n; i++) vec_axpy(next_cp + (size_t)D * M, 1, kc + i * D, D);
+    cdp_state_add(next_cp, kc, vc, n, D, M);
+}
+
+// Backwards over chunk j of the segment that starts at s0, one head, from its
+// segment arrays and reverse state rev.
+static void linear_causal_chunk_backward(const Attention* a, const LinearHead* hd, int s0, int j, const real* seg,
+                                         real* rev, real* buf) {
+    int T = a->L, D = a->D, M = a->M, out_stride = a->H * M, c0 = s0 + j * CDP_CHUNK;
+    int n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
+    size_t cp_size = linear_checkpoint_size(D, M);
+    const real *qc = seg + j * CDP_CHUNK * D, *kc = seg + CDP_SEGMENT * D + j * CDP_CHUNK * D;
+    const real *vc = seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M, *cp = seg + CDP_SEGMENT * (2 * D + M) + j * cp_size;
+    real *dqc = buf, *dkc = dqc + CDP_CHUNK * D, *gc = dkc + CDP_CHUNK * D, *dvc = gc + CDP_CHUNK * M;
+    real *scores = dvc + CDP_CHUNK * M, *z = scores + CDP_CHUNK * CDP_CHUNK, *dden = z + D;
+    real *G = rev, *rz = G + (size_t)D * M;
+    vec_prefetch_rows(hd->dR, c0 - CDP_CHUNK, c0, out_stride, M, 0);
+    vec_prefetch_rows(hd->R, c0 - CDP_CHUNK, c0, out_stride, M, 0);
+    vec_prefetch_rows(hd->dQ, c0 - CDP_CHUNK, c0, a->q_stride, D, 1);
+    vec_prefetch_rows(hd->dK, c0 - CDP_CHUNK, c0, a->k_stride, D, 1);
+    vec_prefetch_rows(hd->dV, c0 - CDP_CHUNK, c0, a->v_stride, M, 1);
+    vec_prefetch_rows(hd->Q, c0 - CDP_SEGMENT, c0 - CDP_SEGMENT + CDP_CHUNK, a->q_stride, D, 0);
+    vec_prefetch_rows(hd->K, c0 - CDP_SEGMENT, c0 - CDP_SEGMENT + CDP_CHUNK, a->k_stride, D, 0);
+    vec_prefetch_rows(hd->V, c0 - CDP_SEGMENT, c0 - CDP_SEGMENT + CDP_CHUNK, a->v_stride, M, 0);
+    // R_i = p_i / den_i: dp_i = dout_i / den_i, dden_i = -(dout_i . R_i) / den_i
+    for (int i = 0; i < n; i++) {
+        const real *dr = hd->dR + (size_t)(c0 + i) * out_stride, *r = hd->R + (size_t)(c0 + i) * out_stride;
+        real inv = (real)1 / hd->den[c0 + i];
+        dden[i] = -vec_dot(dr, r, M) * inv;
+        #pragma omp simd
+        for (int m = 0; m < M; m++) gc[i * M + m] = inv * dr[m];
     }
+    cdp_chunk_backward(dqc, dkc, dvc, gc, qc, kc, vc, n, D, M, cp, G, scores);
+    // den_i = phi(q_i) . z_i + eps, z_i = sum_{j<=i} phi(k_j): dk_j gets the suffix
+    // sum over i >= j of dden_i phi(q_i), dq_i gets dden_i z_i.
+    for (int i = n - 1; i >= 0; i--) {
+        vec_axpy(rz, dden[i], qc + i * D, D);
+        vec_axpy(dkc + i * D, 1, rz, D);
+    }
+    memcpy(z, cp + (size_t)D * M, (size_t)D * sizeof(real));
+    for (int i = 0; i < n; i++) {
+        vec_axpy(z, 1, kc + i * D, D);
+        vec_axpy(dqc + i * D, dden[i], z, D);
+        vec_axpy(hd->dV + (size_t)(c0 + i) * a->v_stride, 1, dvc + i * M, M);
+    }
+    elu1_rows_backward(hd->dQ + (size_t)c0 * a->q_stride, dqc, qc, n, a->q_stride, D);
+    elu1_rows_backward(hd->dK + (size_t)c0 * a->k_stride, dkc, kc, n, a->k_stride, D);
+}
 
-    // Backwards over the chunks, G now the product's reverse state.
-    memset(G, 0, (size_t)D * M * sizeof(real));
-    memset(rz, 0, (size_t)D * sizeof(real));
-    for (int ci = (int)chunks - 1; ci >= 0; ci--) {
-        int c0 = ci * CDP_CHUNK, n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
-        elu1_rows(qc, Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
-        elu1_rows(kc, K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
-        copy_rows(vc, V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
-        // R_i = p_i / den_i: dp_i = dout_i / den_i, dden_i = -(dout_i . R_i) / den_i
-        for (int i = 0; i < n; i++) {
-            const real *dr = dR + (size_t)(c0 + i) * out_stride, *r = R + (size_t)(c0 + i) * out_stride;
-            real inv = (real)1 / den[c0 + i];
-            dden[i] = -vec_dot(dr, r, M) * inv;
-            #pragma omp simd
-            for (int m = 0; m < M; m++) gc[i * M + m] = inv * dr[m];
-        }
-        cdp_chunk_backward(dqc, dkc, dvc, gc, qc, kc, vc, n, D, M, states + ci * state, G, scores);
-        // den_i = phi(q_i) . z_i + eps, z_i = sum_{j<=i} phi(k_j): dk_j gets the suffix
-        // sum over i >= j of dden_i phi(q_i), dq_i gets dden_i z_i.
-        for (int i = n - 1; i >= 0; i--) {
-            vec_axpy(rz, dden[i], qc + i * D, D);
-            vec_axpy(dkc + i * D, 1, rz, D);
-        }
-        memcpy(z, states + ci * state + (size_t)D * M, (size_t)D * sizeof(real));
-        for (int i = 0; i < n; i++) {
-            vec_axpy(z, 1, kc + i * D, D);
-            vec_axpy(dqc + i * D, dden[i], z, D);
-            vec_axpy(dV + (size_t)(c0 + i) * a->v_stride, 1, dvc + i * M, M);
-        }
-        elu1_rows_backward(dQ + (size_t)c0 * a->q_stride, dqc, Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
-        elu1_rows_backward(dK + (size_t)c0 * a->k_stride, dkc, K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
+// Heads [bh0, bh0 + heads), in lockstep.
+static void linear_causal_group_backward(const Attention* a, int bh0, int heads, real* dq, real* dk, real* dv,
+                                         const real* dout, const real* out, const real* cache,
+                                         const real* q, const real* k, const real* v) {
+    int T = a->L, D = a->D, M = a->M;
+    size_t seg_size = linear_segment_size(D, M), rev_size = linear_checkpoint_size(D, M);
+    real* buf = thread_scratch(linear_causal_backward_scratch(heads, D, M));
+    real* segs = buf + CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + D + CDP_CHUNK;
+    real* revs = segs + heads * seg_size;
+    memset(revs, 0, heads * rev_size * sizeof(real));
+    LinearHead hds[CDP_GROUP];
+    for (int i = 0; i < heads; i++)
+        hds[i] = linear_head_backward(a, bh0 + i, cache, q, k, v, out, dq, dk, dv, dout);
+    for (int s0 = (T - 1) / CDP_SEGMENT * CDP_SEGMENT; s0 >= 0; s0 -= CDP_SEGMENT) {
+        int chunks = ((T - s0 < CDP_SEGMENT ? T - s0 : CDP_SEGMENT) + CDP_CHUNK - 1) / CDP_CHUNK;
+        for (int j = 0; j < chunks; j++)
+            for (int i = 0; i < heads; i++) linear_causal_chunk_replay(a, &hds[i], s0, j, segs + i * seg_size);
+        for (int j = chunks - 1; j >= 0; j--)
+            for (int i = 0; i < heads; i++)
+                linear_causal_chunk_backward(a, &hds[i], s0, j, segs + i * seg_size, revs + i * rev_size, buf);
     }
 }
 
@@ -218,43 +303,61 @@ static void linear_normal_head_backward(const Attention* a, int b, int h, real* 
         vec_axpy(rz, dden[i], qf + (size_t)i * D, D);
     }
     for (int j = 0; j < S; j++) vec_axpy(dkf + (size_t)j * D, 1, rz, D);
-    elu1_rows_backward(HEAD_Q(a, dq, b, h), dqf, Q, L, a->q_stride, D);
-    elu1_rows_backward(HEAD_K(a, dk, b, h), dkf, K, S, a->k_stride, D);
+    elu1_rows_backward(HEAD_Q(a, dq, b, h), dqf, qf, L, a->q_stride, D);
+    elu1_rows_backward(HEAD_K(a, dk, b, h), dkf, kf, S, a->k_stride, D);
     real* dV = HEAD_V(a, dv, b, h);
     for (int j = 0; j < S; j++) vec_axpy(dV + (size_t)j * a->v_stride, 1, dvh + (size_t)j * M, M);
 }
 
 // ----------------------------------------------------------------------------
-// Multi-head: one (batch element, head) per task, scheduled as Flow-Attention's.
+// Multi-head, scheduled as Flow-Attention's: causal heads in lockstep groups,
+// normal heads one per task.
 
 static void linear_attention_forward(const Attention* a, real* out, real* cache,
                                      const real* q, const real* k, const real* v) {
-    size_t scratch = a->causal ? linear_causal_forward_scratch(a->D, a->M)
-                               : linear_normal_forward_scratch(a->L, a->S, a->D, a->M);
-    #pragma omp parallel for schedule(dynamic)
-    for (int bh = 0; bh < a->B * a->H; bh++) {
-        int b = bh / a->H, h = bh % a->H;
-        real* den = cache + (size_t)bh * a->L;
-        if (a->causal) linear_causal_head_forward(a, b, h, out, den, q, k, v, thread_scratch(scratch));
-        else linear_normal_head_forward(a, b, h, out, den, q, k, v, thread_scratch(scratch));
+    int pairs = a->B * a->H;
+    if (a->causal) {
+        int group = cdp_group_size(pairs), groups = (pairs + group - 1) / group;
+        #pragma omp parallel for schedule(dynamic)
+        for (int g = 0; g < groups; g++) {
+            int heads = pairs - g * group < group ? pairs - g * group : group;
+            linear_causal_group_forward(a, g * group, heads, out, cache, q, k, v);
+        }
+        return;
     }
+    size_t scratch = linear_normal_forward_scratch(a->L, a->S, a->D, a->M);
+    #pragma omp parallel for schedule(dynamic)
+    for (int bh = 0; bh < pairs; bh++)
+        linear_normal_head_forward(a, bh / a->H, bh % a->H, out, cache + (size_t)bh * a->L, q, k, v,
+                                   thread_scratch(scratch));
 }
 
 static void linear_attention_backward(const Attention* a, real* dq, real* dk, real* dv,
                                       const real* dout, const real* out, const real* cache,
                                       const real* q, const real* k, const real* v) {
-    size_t scratch = a->causal ? linear_causal_backward_scratch(a->L, a->D, a->M)
-                               : linear_normal_backward_scratch(a->L, a->S, a->D, a->M);
-    #pragma omp parallel for schedule(dynamic)
-    for (int bh = 0; bh < a->B * a->H; bh++) {
-        int b = bh / a->H, h = bh % a->H;
-        const real* den = cache + (size_t)bh * a->L;
-        if (a->causal) linear_causal_head_backward(a, b, h, dq, dk, dv, dout, out, den, q, k, v, thread_scratch(scratch));
-        else linear_normal_head_backward(a, b, h, dq, dk, dv, dout, out, den, q, k, v, thread_scratch(scratch));
+    int pairs = a->B * a->H;
+    if (a->causal) {
+        int group = cdp_group_size(pairs), groups = (pairs + group - 1) / group;
+        #pragma omp parallel for schedule(dynamic)
+        for (int g = 0; g < groups; g++) {
+            int heads = pairs - g * group < group ? pairs - g * group : group;
+            linear_causal_group_backward(a, g * group, heads, dq, dk, dv, dout, out, cache, q, k, v);
+        }
+        return;
     }
+    size_t scratch = linear_normal_backward_scratch(a->L, a->S, a->D, a->M);
+    #pragma omp parallel for schedule(dynamic)
+    for (int bh = 0; bh < pairs; bh++)
+        linear_normal_head_backward(a, bh / a->H, bh % a->H, dq, dk, dv, dout, out, cache + (size_t)bh * a->L,
+                                    q, k, v, thread_scratch(scratch));
 }
 
-static size_t linear_attention_cache_size(const Attention* a) { return (size_t)a->B * a->H * a->L; }
+// Every head's denominators, then for causal attention every head's checkpoints.
+static size_t linear_attention_cache_size(const Attention* a) {
+    size_t per_head = a->L;
+    if (a->causal) per_head += linear_checkpoints_per_head(a->L, a->D, a->M);
+    return (size_t)a->B * a->H * per_head;
+}
 
 // Recurrent form: state = kv (D*M) and z (D), the running sums over positions 0..t.
 static size_t linear_attention_state_size(const Attention* a, int max_T) {

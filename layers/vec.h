@@ -50,6 +50,11 @@ VEC_INLINE void vec_prefetch(const real* p, int n, int for_write) {
     }
 }
 
+// vec_prefetch over rows [t0, t1) of an array of rows `stride` apart, n reals each.
+VEC_INLINE void vec_prefetch_rows(const real* rows, int t0, int t1, int stride, int n, int for_write) {
+    for (int t = t0 < 0 ? 0 : t0; t < t1; t++) vec_prefetch(rows + (size_t)t * stride, n, for_write);
+}
+
 // Scratch of the calling thread, at least n reals, contents undefined. It only
 // grows (to the largest call so far) and is kept for the next call, so that a
 // training step allocates nothing once the first has run. One buffer per

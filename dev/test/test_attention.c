@@ -341,9 +341,9 @@ int main(void) {
             }
         }
     }
-    // Causal kernels over several of flow's segments, the last chunk and segment partial.
+    // Causal kernels over several segments, the last chunk and segment partial.
     for (int kind = 0; kind < NUM_KINDS; kind++) {
-        AttnSpec segments = {kind, 1, 1, 3 * FLOW_SEGMENT + CDP_CHUNK + 9, 3 * FLOW_SEGMENT + CDP_CHUNK + 9, 2, 16, 8, 1.0};
+        AttnSpec segments = {kind, 1, 1, 3 * CDP_SEGMENT + CDP_CHUNK + 9, 3 * CDP_SEGMENT + CDP_CHUNK + 9, 2, 16, 8, 1.0};
         Case c = make_case(segments, 1.0);
         check_f64(&c, 20); check_f32(&c);
         free_case(&c);
