@@ -224,6 +224,16 @@ static size_t flow_segment_size(int D, int M) {
     return CDP_SEGMENT * (2 * (size_t)D + M) + CDP_SEGMENT / CDP_CHUNK * flow_checkpoint_size(D, M);
 }
 
+// Chunk j's part of a head's segment arrays: its features, its w, its checkpoint.
+typedef struct { real *q, *k, *w, *checkpoint; } FlowSegmentChunk;
+
+static FlowSegmentChunk flow_segment_chunk(real* seg, int j, int D, int M) {
+    FlowSegmentChunk sc = {seg + j * CDP_CHUNK * D, seg + CDP_SEGMENT * D + j * CDP_CHUNK * D,
+                           seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M,
+                           seg + CDP_SEGMENT * (2 * D + M) + j * flow_checkpoint_size(D, M)};
+    return sc;
+}
+
 // Reals of a head's reverse state: the product's G (D,M), the suffix sums
 // rqi, rko, rks, rqs (4D) and zsuffix.
 static size_t flow_reverse_state_size(int D, int M) { return (size_t)D * M + 4 * (size_t)D + 1; }
@@ -242,35 +252,33 @@ static size_t flow_causal_backward_scratch(int heads, int D, int M) {
 static void flow_causal_chunk_replay(const Attention* a, const FlowHead* hd, int s0, int j, real* seg) {
     int T = a->L, D = a->D, M = a->M, c0 = s0 + j * CDP_CHUNK, n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
     size_t cp_size = flow_checkpoint_size(D, M);
-    real *qc = seg + j * CDP_CHUNK * D, *kc = seg + CDP_SEGMENT * D + j * CDP_CHUNK * D;
-    real *wc = seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M, *cp = seg + CDP_SEGMENT * (2 * D + M) + j * cp_size;
-    if (j == 0) memcpy(cp, hd->checkpoints + (size_t)(s0 / CDP_SEGMENT) * cp_size, cp_size * sizeof(real));
-    sigmoid_rows(qc, hd->Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
-    sigmoid_rows(kc, hd->K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
-    scale_rows(wc, hd->C + c0, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
+    FlowSegmentChunk sc = flow_segment_chunk(seg, j, D, M);
+    if (j == 0) memcpy(sc.checkpoint, hd->checkpoints + (size_t)(s0 / CDP_SEGMENT) * cp_size, cp_size * sizeof(real));
+    sigmoid_rows(sc.q, hd->Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
+    sigmoid_rows(sc.k, hd->K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
+    scale_rows(sc.w, hd->C + c0, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
     int next = c0 + CDP_CHUNK, next_end = next + CDP_CHUNK < T ? next + CDP_CHUNK : T;
     if (next >= T || next - s0 >= CDP_SEGMENT) return; // the segment's last chunk
     vec_prefetch_rows(hd->Q, next, next_end, a->q_stride, D, 0);
     vec_prefetch_rows(hd->K, next, next_end, a->k_stride, D, 0);
     vec_prefetch_rows(hd->V, next, next_end, a->v_stride, M, 0);
-    real* next_cp = cp + cp_size;
-    memcpy(next_cp, cp, cp_size * sizeof(real));
+    real* next_cp = sc.checkpoint + cp_size;
+    memcpy(next_cp, sc.checkpoint, cp_size * sizeof(real));
     for (int t = c0; t < c0 + n; t++)
-        flow_causal_resum(next_cp + (size_t)D * M, t, qc + (t - c0) * D, kc + (t - c0) * D, hd->I[t], hd->O[t], D);
-    cdp_state_add(next_cp, kc, wc, n, D, M);
+        flow_causal_resum(next_cp + (size_t)D * M, t, sc.q + (t - c0) * D, sc.k + (t - c0) * D, hd->I[t], hd->O[t], D);
+    cdp_state_add(next_cp, sc.k, sc.w, n, D, M);
 }
 
 // Backwards over chunk j of the segment that starts at s0, one head, from its
 // replayed segment arrays and its reverse state rev; buf holds the chunk's arrays.
-static void flow_causal_chunk_backward(const Attention* a, const FlowHead* hd, int s0, int j, const real* seg,
+static void flow_causal_chunk_backward(const Attention* a, const FlowHead* hd, int s0, int j, real* seg,
                                        real* rev, real* buf) {
     int T = a->L, D = a->D, M = a->M, out_stride = a->H * M, c0 = s0 + j * CDP_CHUNK;
     int n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
     real c = a->clamp;
     const real *I = hd->I, *O = hd->O, *A = hd->A, *C = hd->C, *Z = hd->Z, *raw = hd->raw;
-    size_t cp_size = flow_checkpoint_size(D, M);
-    const real *qc = seg + j * CDP_CHUNK * D, *kc = seg + CDP_SEGMENT * D + j * CDP_CHUNK * D;
-    const real *wc = seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M, *cp = seg + CDP_SEGMENT * (2 * D + M) + j * cp_size;
+    FlowSegmentChunk sc = flow_segment_chunk(seg, j, D, M);
+    const real *qc = sc.q, *kc = sc.k, *wc = sc.w, *cp = sc.checkpoint;
     real *dqc = buf, *dkc = dqc + CDP_CHUNK * D, *gc = dkc + CDP_CHUNK * D, *dwc = gc + CDP_CHUNK * M;
     real *scores = dwc + CDP_CHUNK * M, *sums = scores + CDP_CHUNK * CDP_CHUNK;
     real *dA = sums + 4 * D, *dI = dA + CDP_CHUNK, *draw = dI + CDP_CHUNK, *dIc = draw + CDP_CHUNK;

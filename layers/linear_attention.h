@@ -140,6 +140,16 @@ static size_t linear_segment_size(int D, int M) {
     return CDP_SEGMENT * (2 * (size_t)D + M) + CDP_SEGMENT / CDP_CHUNK * linear_checkpoint_size(D, M);
 }
 
+// Chunk j's part of a head's segment arrays: its features, its values, its checkpoint.
+typedef struct { real *q, *k, *v, *checkpoint; } LinearSegmentChunk;
+
+static LinearSegmentChunk linear_segment_chunk(real* seg, int j, int D, int M) {
+    LinearSegmentChunk sc = {seg + j * CDP_CHUNK * D, seg + CDP_SEGMENT * D + j * CDP_CHUNK * D,
+                             seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M,
+                             seg + CDP_SEGMENT * (2 * D + M) + j * linear_checkpoint_size(D, M)};
+    return sc;
+}
+
 // Reals of scratch a group's backward pass takes: the chunk's dq, dk (C,D), g,
 // dv (C,M), scores (C,C), z (D) and a scalar per position; per head its segment
 // arrays and reverse state: the product's G (D,M) and the suffix sum rz (D).
@@ -153,8 +163,8 @@ static size_t linear_causal_backward_scratch(int heads, int D, int M) {
 static void linear_causal_chunk_replay(const Attention* a, const LinearHead* hd, int s0, int j, real* seg) {
     int T = a->L, D = a->D, M = a->M, c0 = s0 + j * CDP_CHUNK, n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
     size_t cp_size = linear_checkpoint_size(D, M);
-    real *qc = seg + j * CDP_CHUNK * D, *kc = seg + CDP_SEGMENT * D + j * CDP_CHUNK * D;
-    real *vc = seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M, *cp = seg + CDP_SEGMENT * (2 * D + M) + j * cp_size;
+    LinearSegmentChunk sc = linear_segment_chunk(seg, j, D, M);
+    real *qc = sc.q, *kc = sc.k, *vc = sc.v, *cp = sc.checkpoint;
     if (j == 0) memcpy(cp, hd->checkpoints + (size_t)(s0 / CDP_SEGMENT) * cp_size, cp_size * sizeof(real));
     elu1_rows(qc, hd->Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
     elu1_rows(kc, hd->K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
@@ -172,13 +182,12 @@ static void linear_causal_chunk_replay(const Attention* a, const LinearHead* hd,
 
 // Backwards over chunk j of the segment that starts at s0, one head, from its
 // segment arrays and reverse state rev.
-static void linear_causal_chunk_backward(const Attention* a, const LinearHead* hd, int s0, int j, const real* seg,
+static void linear_causal_chunk_backward(const Attention* a, const LinearHead* hd, int s0, int j, real* seg,
                                          real* rev, real* buf) {
     int T = a->L, D = a->D, M = a->M, out_stride = a->H * M, c0 = s0 + j * CDP_CHUNK;
     int n = T - c0 < CDP_CHUNK ? T - c0 : CDP_CHUNK;
-    size_t cp_size = linear_checkpoint_size(D, M);
-    const real *qc = seg + j * CDP_CHUNK * D, *kc = seg + CDP_SEGMENT * D + j * CDP_CHUNK * D;
-    const real *vc = seg + 2 * CDP_SEGMENT * D + j * CDP_CHUNK * M, *cp = seg + CDP_SEGMENT * (2 * D + M) + j * cp_size;
+    LinearSegmentChunk sc = linear_segment_chunk(seg, j, D, M);
+    const real *qc = sc.q, *kc = sc.k, *vc = sc.v, *cp = sc.checkpoint;
     real *dqc = buf, *dkc = dqc + CDP_CHUNK * D, *gc = dkc + CDP_CHUNK * D, *dvc = gc + CDP_CHUNK * M;
     real *scores = dvc + CDP_CHUNK * M, *z = scores + CDP_CHUNK * CDP_CHUNK, *dden = z + D;
     real *G = rev, *rz = G + (size_t)D * M;
