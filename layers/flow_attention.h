@@ -72,6 +72,11 @@ static void scale_rows(real* dst, const real* scale, const real* src, int n, int
     }
 }
 
+// dst's n rows (`stride` apart) += scale[t] * src (n,M)
+static void scale_rows_backward(real* dst, const real* scale, const real* src, int n, int stride, int M) {
+    for (int t = 0; t < n; t++) vec_axpy(dst + (size_t)t * stride, scale[t], src + (size_t)t * M, M);
+}
+
 // ----------------------------------------------------------------------------
 // Causal Flow-Attention
 //
@@ -316,9 +321,9 @@ static void flow_causal_chunk_backward(const Attention* a, const FlowHead* hd, i
         const real *qr = qc + i * D, *kr = kc + i * D;
         real *dqr = dqc + i * D, *dkr = dkc + i * D;
         real nt = (real)(t + 1);
-        // competition C_t = n_t exp(Oc_t) / Z_t, Z_t = sum_{j<=t} exp(Oc_j)
-        real dC = vec_dot(dwc + i * M, hd->V + (size_t)t * a->v_stride, M);
-        vec_axpy(hd->dV + (size_t)t * a->v_stride, C[t], dwc + i * M, M);
+        // competition C_t = n_t exp(Oc_t) / Z_t, Z_t = sum_{j<=t} exp(Oc_j); w_t = C_t v_t
+        // (C_t > 0), so dC_t = dw_t . v_t = dw_t . w_t / C_t, without reading v again
+        real dC = vec_dot(dwc + i * M, wc + i * M, M) / C[t];
         *zsuffix += C[t] * dC / Z[t];
         real e = C[t] * Z[t] / nt;
         real dOc = C[t] * dC - e * *zsuffix;
@@ -355,6 +360,7 @@ static void flow_causal_chunk_backward(const Attention* a, const FlowHead* hd, i
     }
     sigmoid_rows_backward(hd->dQ + (size_t)c0 * a->q_stride, dqc, qc, n, a->q_stride, D);
     sigmoid_rows_backward(hd->dK + (size_t)c0 * a->k_stride, dkc, kc, n, a->k_stride, D);
+    scale_rows_backward(hd->dV + (size_t)c0 * a->v_stride, C + c0, dwc, n, a->v_stride, M); // w_t = C_t v_t
 }
 
 // Heads [bh0, bh0 + heads), in lockstep.

@@ -218,10 +218,10 @@ static void linear_causal_chunk_backward(const Attention* a, const LinearHead* h
     for (int i = 0; i < n; i++) {
         vec_axpy(z, 1, kc + i * D, D);
         vec_axpy(dqc + i * D, dden[i], z, D);
-        vec_axpy(hd->dV + (size_t)(c0 + i) * a->v_stride, 1, dvc + i * M, M);
     }
     elu1_rows_backward(hd->dQ + (size_t)c0 * a->q_stride, dqc, qc, n, a->q_stride, D);
     elu1_rows_backward(hd->dK + (size_t)c0 * a->k_stride, dkc, kc, n, a->k_stride, D);
+    for (int i = 0; i < n; i++) vec_axpy(hd->dV + (size_t)(c0 + i) * a->v_stride, 1, dvc + i * M, M);
 }
 
 // Heads [bh0, bh0 + heads), in lockstep.
