@@ -175,7 +175,7 @@ static FlowHead flow_head_backward(const Attention* a, int bh, const real* cache
 // Reals of scratch a group's forward pass takes: the chunk's q, k (C,D), w, p
 // (C,M) and scores (C,C); per head the product's state (D,M) and running sums.
 static size_t flow_causal_forward_scratch(int heads, int D, int M) {
-    return CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + heads * ((size_t)D * M + flow_sums_size(D));
+    return CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + heads * vec_lines((size_t)D * M + flow_sums_size(D));
 }
 
 // Chunk [c0, c0 + CDP_CHUNK) of one head. state: the head's product state (D,M),
@@ -212,7 +212,7 @@ static void flow_causal_chunk_forward(const Attention* a, const FlowHead* hd, in
 static void flow_causal_group_forward(const Attention* a, int bh0, int heads, real* out, real* cache,
                                       const real* q, const real* k, const real* v) {
     int D = a->D, M = a->M;
-    size_t state = (size_t)D * M + flow_sums_size(D);
+    size_t state = vec_lines((size_t)D * M + flow_sums_size(D));
     real* buf = thread_scratch(flow_causal_forward_scratch(heads, D, M));
     real* states = buf + CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK;
     memset(states, 0, heads * state * sizeof(real));
@@ -226,7 +226,7 @@ static void flow_causal_group_forward(const Attention* a, int bh0, int heads, re
 // Reals of a head's segment arrays in the backward pass: its q, k (SEG,D),
 // w (SEG,M) and a checkpoint per chunk.
 static size_t flow_segment_size(int D, int M) {
-    return CDP_SEGMENT * (2 * (size_t)D + M) + CDP_SEGMENT / CDP_CHUNK * flow_checkpoint_size(D, M);
+    return vec_lines(CDP_SEGMENT * (2 * (size_t)D + M) + CDP_SEGMENT / CDP_CHUNK * flow_checkpoint_size(D, M));
 }
 
 // Chunk j's part of a head's segment arrays: its features, its w, its checkpoint.
@@ -241,7 +241,7 @@ static FlowSegmentChunk flow_segment_chunk(real* seg, int j, int D, int M) {
 
 // Reals of a head's reverse state: the product's G (D,M), the suffix sums
 // rqi, rko, rks, rqs (4D) and zsuffix.
-static size_t flow_reverse_state_size(int D, int M) { return (size_t)D * M + 4 * (size_t)D + 1; }
+static size_t flow_reverse_state_size(int D, int M) { return vec_lines((size_t)D * M + 4 * (size_t)D + 1); }
 
 // Reals of scratch a group's backward pass takes: the chunk's dq, dk (C,D),
 // g, dw (C,M), scores (C,C), running sums (4D) and 6 scalars per position; per

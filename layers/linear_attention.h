@@ -87,7 +87,7 @@ static LinearHead linear_head_backward(const Attention* a, int bh, const real* c
 // Reals of scratch a group's forward pass takes: the chunk's q, k (C,D), v, p
 // (C,M) and scores (C,C); per head the product's state (D,M) and z (D).
 static size_t linear_causal_forward_scratch(int heads, int D, int M) {
-    return CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + heads * linear_checkpoint_size(D, M);
+    return CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + heads * vec_lines(linear_checkpoint_size(D, M));
 }
 
 // Chunk [c0, c0 + CDP_CHUNK) of one head. state: the head's product state (D,M), then z.
@@ -123,7 +123,7 @@ static void linear_causal_chunk_forward(const Attention* a, const LinearHead* hd
 static void linear_causal_group_forward(const Attention* a, int bh0, int heads, real* out, real* cache,
                                         const real* q, const real* k, const real* v) {
     int D = a->D, M = a->M;
-    size_t state = linear_checkpoint_size(D, M);
+    size_t state = vec_lines(linear_checkpoint_size(D, M));
     real* buf = thread_scratch(linear_causal_forward_scratch(heads, D, M));
     real* states = buf + CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK;
     memset(states, 0, heads * state * sizeof(real));
@@ -137,7 +137,7 @@ static void linear_causal_group_forward(const Attention* a, int bh0, int heads, 
 // Reals of a head's segment arrays in the backward pass: its q, k (SEG,D),
 // v (SEG,M) and a checkpoint per chunk.
 static size_t linear_segment_size(int D, int M) {
-    return CDP_SEGMENT * (2 * (size_t)D + M) + CDP_SEGMENT / CDP_CHUNK * linear_checkpoint_size(D, M);
+    return vec_lines(CDP_SEGMENT * (2 * (size_t)D + M) + CDP_SEGMENT / CDP_CHUNK * linear_checkpoint_size(D, M));
 }
 
 // Chunk j's part of a head's segment arrays: its features, its values, its checkpoint.
@@ -155,7 +155,7 @@ static LinearSegmentChunk linear_segment_chunk(real* seg, int j, int D, int M) {
 // arrays and reverse state: the product's G (D,M) and the suffix sum rz (D).
 static size_t linear_causal_backward_scratch(int heads, int D, int M) {
     return CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + D + CDP_CHUNK
-           + heads * (linear_segment_size(D, M) + linear_checkpoint_size(D, M));
+           + heads * (linear_segment_size(D, M) + vec_lines(linear_checkpoint_size(D, M)));
 }
 
 // Forwards over chunk j of the segment that starts at s0, one head: its
@@ -229,7 +229,7 @@ static void linear_causal_group_backward(const Attention* a, int bh0, int heads,
                                          const real* dout, const real* out, const real* cache,
                                          const real* q, const real* k, const real* v) {
     int T = a->L, D = a->D, M = a->M;
-    size_t seg_size = linear_segment_size(D, M), rev_size = linear_checkpoint_size(D, M);
+    size_t seg_size = linear_segment_size(D, M), rev_size = vec_lines(linear_checkpoint_size(D, M));
     real* buf = thread_scratch(linear_causal_backward_scratch(heads, D, M));
     real* segs = buf + CDP_CHUNK * 2 * ((size_t)D + M) + CDP_CHUNK * CDP_CHUNK + D + CDP_CHUNK;
     real* revs = segs + heads * seg_size;

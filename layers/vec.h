@@ -55,6 +55,15 @@ VEC_INLINE void vec_prefetch_rows(const real* rows, int t0, int t1, int stride, 
     for (int t = t0 < 0 ? 0 : t0; t < t1; t++) vec_prefetch(rows + (size_t)t * stride, n, for_write);
 }
 
+// n rounded up to whole cache lines of reals. Arrays carved one after another
+// out of scratch then each start on a line: a vector that straddles two lines
+// is slow to load, and a load of one just stored cannot be served from the
+// store (the running sums of the attention scans went 1.5x slower so).
+static size_t vec_lines(size_t n) {
+    size_t line = 64 / sizeof(real);
+    return (n + line - 1) / line * line;
+}
+
 // Scratch of the calling thread, at least n reals, contents undefined. It only
 // grows (to the largest call so far) and is kept for the next call, so that a
 // training step allocates nothing once the first has run. One buffer per
