@@ -45,36 +45,47 @@ static size_t flow_cache_per_head(int L, int S) { return 3 * ((size_t)L + S); }
 
 static inline real clampr(real x, real c) { return x < -c ? -c : (x > c ? c : x); }
 
-// dst (n,D) = sigmoid of n rows of src, `stride` apart
+// The row helpers below read or write n rows `stride` apart, a head's piece of
+// each: they ask for rows VEC_ROWS_AHEAD ahead (vec_prefetch), which matters
+// where n is a whole sequence (the normal form) and costs little in a chunk.
+
+// dst (n,D) = sigmoid of n rows of src
 static void sigmoid_rows(real* dst, const real* src, int n, int stride, int D) {
     for (int t = 0; t < n; t++) {
         const real* row = src + (size_t)t * stride;
+        if (t + VEC_ROWS_AHEAD < n) vec_prefetch(row + VEC_ROWS_AHEAD * (size_t)stride, D, 0);
         #pragma omp simd
         for (int d = 0; d < D; d++) dst[t * D + d] = sigmoid_fast(row[d]);
     }
 }
 
-// dsrc's n rows (`stride` apart) += dfeat * sigmoid'(src), given feat = sigmoid(src)
+// dsrc's n rows += dfeat * sigmoid'(src), given feat = sigmoid(src)
 static void sigmoid_rows_backward(real* dsrc, const real* dfeat, const real* feat, int n, int stride, int D) {
     for (int t = 0; t < n; t++) {
         real* row = dsrc + (size_t)t * stride;
+        if (t + VEC_ROWS_AHEAD < n) vec_prefetch(row + VEC_ROWS_AHEAD * (size_t)stride, D, 1);
         #pragma omp simd
         for (int d = 0; d < D; d++) row[d] += dfeat[t * D + d] * feat[t * D + d] * ((real)1 - feat[t * D + d]);
     }
 }
 
-// dst (n,M) = scale[t] * n rows of src, `stride` apart
+// dst (n,M) = scale[t] * n rows of src
 static void scale_rows(real* dst, const real* scale, const real* src, int n, int stride, int M) {
     for (int t = 0; t < n; t++) {
         const real* row = src + (size_t)t * stride;
+        if (t + VEC_ROWS_AHEAD < n) vec_prefetch(row + VEC_ROWS_AHEAD * (size_t)stride, M, 0);
         #pragma omp simd
         for (int m = 0; m < M; m++) dst[t * M + m] = scale[t] * row[m];
     }
 }
 
-// dst's n rows (`stride` apart) += scale[t] * src (n,M)
+// dst's n rows += scale[t] * src (n,M)
 static void scale_rows_backward(real* dst, const real* scale, const real* src, int n, int stride, int M) {
-    for (int t = 0; t < n; t++) vec_axpy(dst + (size_t)t * stride, scale[t], src + (size_t)t * M, M);
+    for (int t = 0; t < n; t++) {
+        real* row = dst + (size_t)t * stride;
+        if (t + VEC_ROWS_AHEAD < n) vec_prefetch(row + VEC_ROWS_AHEAD * (size_t)stride, M, 1);
+        vec_axpy(row, scale[t], src + (size_t)t * M, M);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -457,7 +468,6 @@ static void flow_normal_head_backward(const Attention* a, int b, int h, real* dq
     const real *O = flow_normal_cache((real*)cache, L, S, FN_O), *C = flow_normal_cache((real*)cache, L, S, FN_C);
     const real* raw = flow_normal_cache((real*)cache, L, S, FN_RAW);
     const real *V = HEAD_V(a, v, b, h), *dR = HEAD_OUT(a, dout, b, h), *R = HEAD_OUT(a, out, b, h);
-    real* dV = HEAD_V(a, dv, b, h);
     real *qf = scratch, *kf = qf + (size_t)L * D, *dqf = kf + (size_t)S * D, *dkf = dqf + (size_t)L * D;
     real *g = dkf + (size_t)S * D, *w = g + (size_t)L * M, *dw = w + (size_t)S * M;
     real *kv = dw + (size_t)S * M, *dkv = kv + (size_t)D * M;
@@ -468,6 +478,10 @@ static void flow_normal_head_backward(const Attention* a, int b, int h, real* dq
     sigmoid_rows(kf, HEAD_K(a, k, b, h), S, a->k_stride, D);
     for (int i = 0; i < L; i++) {
         const real *dr = dR + (size_t)i * out_stride, *r = R + (size_t)i * out_stride;
+        if (i + VEC_ROWS_AHEAD < L) {
+            vec_prefetch(dr + VEC_ROWS_AHEAD * (size_t)out_stride, M, 0);
+            vec_prefetch(r + VEC_ROWS_AHEAD * (size_t)out_stride, M, 0);
+        }
         real dr_r = vec_dot(dr, r, M), ai = A[i] * I[i];
         dA[i] = dr_r / A[i];
         dI[i] = dr_r / I[i];
@@ -485,14 +499,15 @@ static void flow_normal_head_backward(const Attention* a, int b, int h, real* dq
     for (int j = 0; j < S; j++) vec_axpy(ko, O[j], kf + (size_t)j * D, D);
     for (int i = 0; i < L; i++) vec_axpy(qi, I[i], qf + (size_t)i * D, D);
 
-    // competition C_j = S softmax_j(Oc): dOc_j = C_j (dC_j - mean_m C_m dC_m)
+    // competition C_j = S softmax_j(Oc): dOc_j = C_j (dC_j - mean_m C_m dC_m);
+    // w_j = C_j v_j (C_j > 0), so dC_j = dw_j . v_j = dw_j . w_j / C_j
     real mean = 0;
     for (int j = 0; j < S; j++) {
-        dC[j] = vec_dot(dw + (size_t)j * M, V + (size_t)j * a->v_stride, M);
-        vec_axpy(dV + (size_t)j * a->v_stride, C[j], dw + (size_t)j * M, M);
+        dC[j] = vec_dot(dw + (size_t)j * M, w + (size_t)j * M, M) / C[j];
         mean += C[j] * dC[j];
     }
     mean /= (real)S;
+    scale_rows_backward(HEAD_V(a, dv, b, h), C, dw, S, a->v_stride, M);
     for (int j = 0; j < S; j++) {
         const real* kr = kf + (size_t)j * D;
         real dOc = C[j] * (dC[j] - mean);

@@ -23,10 +23,11 @@ static inline real elu1(real x) { return x > 0 ? x + (real)1 : exp_fast(x); }
 // phi'(x) from f = phi(x): 1 where x > 0 (f > 1), else e^x = f
 static inline real elu1_grad(real f) { return f > 1 ? (real)1 : f; }
 
-// dst (n,D) = phi of n rows of src, `stride` apart
+// dst (n,D) = phi of n rows of src, `stride` apart, asking for rows VEC_ROWS_AHEAD ahead
 static void elu1_rows(real* dst, const real* src, int n, int stride, int D) {
     for (int t = 0; t < n; t++) {
         const real* row = src + (size_t)t * stride;
+        if (t + VEC_ROWS_AHEAD < n) vec_prefetch(row + VEC_ROWS_AHEAD * (size_t)stride, D, 0);
         #pragma omp simd
         for (int d = 0; d < D; d++) dst[t * D + d] = elu1(row[d]);
     }
@@ -36,14 +37,10 @@ static void elu1_rows(real* dst, const real* src, int n, int stride, int D) {
 static void elu1_rows_backward(real* dsrc, const real* dfeat, const real* feat, int n, int stride, int D) {
     for (int t = 0; t < n; t++) {
         real* drow = dsrc + (size_t)t * stride;
+        if (t + VEC_ROWS_AHEAD < n) vec_prefetch(drow + VEC_ROWS_AHEAD * (size_t)stride, D, 1);
         #pragma omp simd
         for (int d = 0; d < D; d++) drow[d] += dfeat[t * D + d] * elu1_grad(feat[t * D + d]);
     }
-}
-
-// dst (n,M) = n rows of src, `stride` apart
-static void copy_rows(real* dst, const real* src, int n, int stride, int M) {
-    for (int t = 0; t < n; t++) memcpy(dst + (size_t)t * M, src + (size_t)t * stride, (size_t)M * sizeof(real));
 }
 
 // ----------------------------------------------------------------------------
@@ -101,7 +98,7 @@ static void linear_causal_chunk_forward(const Attention* a, const LinearHead* hd
                linear_checkpoint_size(D, M) * sizeof(real));
     elu1_rows(qc, hd->Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
     elu1_rows(kc, hd->K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
-    copy_rows(vc, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
+    vec_gather_rows(vc, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
     for (int i = 0; i < n; i++) {
         vec_axpy(z, 1, kc + i * D, D);
         hd->den[c0 + i] = vec_dot(qc + i * D, z, D) + LINEAR_EPS;
@@ -168,7 +165,7 @@ static void linear_causal_chunk_replay(const Attention* a, const LinearHead* hd,
     if (j == 0) memcpy(cp, hd->checkpoints + (size_t)(s0 / CDP_SEGMENT) * cp_size, cp_size * sizeof(real));
     elu1_rows(qc, hd->Q + (size_t)c0 * a->q_stride, n, a->q_stride, D);
     elu1_rows(kc, hd->K + (size_t)c0 * a->k_stride, n, a->k_stride, D);
-    copy_rows(vc, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
+    vec_gather_rows(vc, hd->V + (size_t)c0 * a->v_stride, n, a->v_stride, M);
     int next = c0 + CDP_CHUNK, next_end = next + CDP_CHUNK < T ? next + CDP_CHUNK : T;
     if (next >= T || next - s0 >= CDP_SEGMENT) return; // the segment's last chunk
     vec_prefetch_rows(hd->Q, next, next_end, a->q_stride, D, 0);
@@ -221,7 +218,7 @@ static void linear_causal_chunk_backward(const Attention* a, const LinearHead* h
     }
     elu1_rows_backward(hd->dQ + (size_t)c0 * a->q_stride, dqc, qc, n, a->q_stride, D);
     elu1_rows_backward(hd->dK + (size_t)c0 * a->k_stride, dkc, kc, n, a->k_stride, D);
-    for (int i = 0; i < n; i++) vec_axpy(hd->dV + (size_t)(c0 + i) * a->v_stride, 1, dvc + i * M, M);
+    vec_add_rows(hd->dV + (size_t)c0 * a->v_stride, dvc, n, a->v_stride, M);
 }
 
 // Heads [bh0, bh0 + heads), in lockstep.
@@ -262,7 +259,7 @@ static void linear_normal_head_forward(const Attention* a, int b, int h, real* o
     real *kv = p + (size_t)L * M, *z = kv + (size_t)D * M;
     elu1_rows(qf, HEAD_Q(a, q, b, h), L, a->q_stride, D);
     elu1_rows(kf, HEAD_K(a, k, b, h), S, a->k_stride, D);
-    copy_rows(vh, HEAD_V(a, v, b, h), S, a->v_stride, M);
+    vec_gather_rows(vh, HEAD_V(a, v, b, h), S, a->v_stride, M);
     full_dot_product_forward(p, qf, kf, vh, L, S, D, M, kv);
     memset(z, 0, (size_t)D * sizeof(real));
     for (int j = 0; j < S; j++) vec_axpy(z, 1, kf + (size_t)j * D, D);
@@ -292,10 +289,14 @@ static void linear_normal_head_backward(const Attention* a, int b, int h, real* 
     real *kv = g + (size_t)L * M, *dkv = kv + (size_t)D * M, *z = dkv + (size_t)D * M, *rz = z + D, *dden = rz + D;
     elu1_rows(qf, Q, L, a->q_stride, D);
     elu1_rows(kf, K, S, a->k_stride, D);
-    copy_rows(vh, HEAD_V(a, v, b, h), S, a->v_stride, M);
+    vec_gather_rows(vh, HEAD_V(a, v, b, h), S, a->v_stride, M);
     // R_i = p_i / den_i: dp_i = dout_i / den_i, dden_i = -(dout_i . R_i) / den_i
     for (int i = 0; i < L; i++) {
         const real *dr = dR + (size_t)i * out_stride, *r = R + (size_t)i * out_stride;
+        if (i + VEC_ROWS_AHEAD < L) {
+            vec_prefetch(dr + VEC_ROWS_AHEAD * (size_t)out_stride, M, 0);
+            vec_prefetch(r + VEC_ROWS_AHEAD * (size_t)out_stride, M, 0);
+        }
         real inv = (real)1 / den[i];
         dden[i] = -vec_dot(dr, r, M) * inv;
         #pragma omp simd
@@ -314,8 +315,7 @@ static void linear_normal_head_backward(const Attention* a, int b, int h, real* 
     for (int j = 0; j < S; j++) vec_axpy(dkf + (size_t)j * D, 1, rz, D);
     elu1_rows_backward(HEAD_Q(a, dq, b, h), dqf, qf, L, a->q_stride, D);
     elu1_rows_backward(HEAD_K(a, dk, b, h), dkf, kf, S, a->k_stride, D);
-    real* dV = HEAD_V(a, dv, b, h);
-    for (int j = 0; j < S; j++) vec_axpy(dV + (size_t)j * a->v_stride, 1, dvh + (size_t)j * M, M);
+    vec_add_rows(HEAD_V(a, dv, b, h), dvh, S, a->v_stride, M);
 }
 
 // ----------------------------------------------------------------------------

@@ -44,16 +44,6 @@ static double softmax_causal_flops(int T, int D, int M) {
     return pairs * 2.0 * (4.0 * D + 3.0 * M);
 }
 
-// dst (n,D) = n rows of src, `stride` apart
-static void sm_copy_rows(real* dst, const real* src, int n, int stride, int D) {
-    for (int t = 0; t < n; t++) memcpy(dst + (size_t)t * D, src + (size_t)t * stride, (size_t)D * sizeof(real));
-}
-
-// dst's n rows (`stride` apart) += src (n,D)
-static void sm_add_rows(real* dst, const real* src, int n, int stride, int D) {
-    for (int t = 0; t < n; t++) vec_axpy(dst + (size_t)t * stride, 1, src + (size_t)t * D, D);
-}
-
 // Keys of a block starting at j0 that query i sees: all n, or up to i when causal.
 static inline int sm_seen(int causal, int i, int j0, int n) {
     if (!causal) return n;
@@ -75,8 +65,8 @@ static void softmax_head_forward(const Attention* a, int b, int h, real* out, re
     const real* Q = HEAD_Q(a, q, b, h);
     real *K = scratch, *V = K + (size_t)S * D, *p = V + (size_t)S * M, *acc = p + SM_BLOCK * SM_BLOCK;
     real *mx = acc + SM_BLOCK * M, *sum = mx + SM_BLOCK;
-    sm_copy_rows(K, HEAD_K(a, k, b, h), S, a->k_stride, D);
-    sm_copy_rows(V, HEAD_V(a, v, b, h), S, a->v_stride, M);
+    vec_gather_rows(K, HEAD_K(a, k, b, h), S, a->k_stride, D);
+    vec_gather_rows(V, HEAD_V(a, v, b, h), S, a->v_stride, M);
     for (int i0 = 0; i0 < L; i0 += SM_BLOCK) {
         int rows = L - i0 < SM_BLOCK ? L - i0 : SM_BLOCK;
         int keys = a->causal ? i0 + rows : S; // keys any row of the block sees
@@ -131,14 +121,17 @@ static void softmax_head_backward(const Attention* a, int b, int h, real* dq, re
     real *Q = scratch, *dQ = Q + (size_t)L * D, *dO = dQ + (size_t)L * D, *K = dO + (size_t)L * M;
     real *V = K + (size_t)S * D, *dO_O = V + (size_t)S * M, *p = dO_O + L, *ds = p + SM_BLOCK * SM_BLOCK;
     real *dKb = ds + SM_BLOCK * SM_BLOCK, *dVb = dKb + SM_BLOCK * D;
-    sm_copy_rows(Q, HEAD_Q(a, q, b, h), L, a->q_stride, D);
-    sm_copy_rows(dO, HEAD_OUT(a, dout, b, h), L, out_stride, M);
-    sm_copy_rows(K, HEAD_K(a, k, b, h), S, a->k_stride, D);
-    sm_copy_rows(V, HEAD_V(a, v, b, h), S, a->v_stride, M);
+    vec_gather_rows(Q, HEAD_Q(a, q, b, h), L, a->q_stride, D);
+    vec_gather_rows(dO, HEAD_OUT(a, dout, b, h), L, out_stride, M);
+    vec_gather_rows(K, HEAD_K(a, k, b, h), S, a->k_stride, D);
+    vec_gather_rows(V, HEAD_V(a, v, b, h), S, a->v_stride, M);
     memset(dQ, 0, (size_t)L * D * sizeof(real));
     // softmax backward: dscore_j = p_j (dp_j - sum_j' p_j' dp_j'), the sum being dout . out
     const real* O = HEAD_OUT(a, out, b, h);
-    for (int i = 0; i < L; i++) dO_O[i] = vec_dot(dO + (size_t)i * M, O + (size_t)i * out_stride, M);
+    for (int i = 0; i < L; i++) {
+        if (i + VEC_ROWS_AHEAD < L) vec_prefetch(O + (size_t)(i + VEC_ROWS_AHEAD) * out_stride, M, 0);
+        dO_O[i] = vec_dot(dO + (size_t)i * M, O + (size_t)i * out_stride, M);
+    }
     for (int j0 = 0; j0 < S; j0 += SM_BLOCK) {
         int n = S - j0 < SM_BLOCK ? S - j0 : SM_BLOCK;
         const real *Kb = K + (size_t)j0 * D, *Vb = V + (size_t)j0 * M;
@@ -162,10 +155,10 @@ static void softmax_head_backward(const Attention* a, int b, int h, real* dq, re
             gemm(n, D, rows, ds, 1, SM_BLOCK, Qb, D, 1, dKb, D, 1);            // dk += ds^T q
             gemm(rows, D, n, ds, SM_BLOCK, 1, Kb, D, 1, dQ + (size_t)i0 * D, D, 1); // dq += ds k
         }
-        sm_add_rows(HEAD_K(a, dk, b, h) + (size_t)j0 * a->k_stride, dKb, n, a->k_stride, D);
-        sm_add_rows(HEAD_V(a, dv, b, h) + (size_t)j0 * a->v_stride, dVb, n, a->v_stride, M);
+        vec_add_rows(HEAD_K(a, dk, b, h) + (size_t)j0 * a->k_stride, dKb, n, a->k_stride, D);
+        vec_add_rows(HEAD_V(a, dv, b, h) + (size_t)j0 * a->v_stride, dVb, n, a->v_stride, M);
     }
-    sm_add_rows(HEAD_Q(a, dq, b, h), dQ, L, a->q_stride, D);
+    vec_add_rows(HEAD_Q(a, dq, b, h), dQ, L, a->q_stride, D);
 }
 
 // Multi-head: one (batch element, head) per task, scheduled as Flow-Attention's.

@@ -6,6 +6,7 @@
 #define LAYERS_VEC_H
 
 #include <stdlib.h>
+#include <string.h>
 #include "utils/real.h"
 #include "utils/utils.h"
 
@@ -50,9 +51,31 @@ VEC_INLINE void vec_prefetch(const real* p, int n, int for_write) {
     }
 }
 
+// How far ahead a loop over strided rows asks for them.
+#define VEC_ROWS_AHEAD 8
+
 // vec_prefetch over rows [t0, t1) of an array of rows `stride` apart, n reals each.
 VEC_INLINE void vec_prefetch_rows(const real* rows, int t0, int t1, int stride, int n, int for_write) {
     for (int t = t0 < 0 ? 0 : t0; t < t1; t++) vec_prefetch(rows + (size_t)t * stride, n, for_write);
+}
+
+// dst (n,m) = n rows of src, `stride` apart (a head's piece of each), asking
+// for rows VEC_ROWS_AHEAD ahead.
+static void vec_gather_rows(real* dst, const real* src, int n, int stride, int m) {
+    for (int t = 0; t < n; t++) {
+        const real* row = src + (size_t)t * stride;
+        if (t + VEC_ROWS_AHEAD < n) vec_prefetch(row + VEC_ROWS_AHEAD * (size_t)stride, m, 0);
+        memcpy(dst + (size_t)t * m, row, (size_t)m * sizeof(real));
+    }
+}
+
+// dst's n rows (`stride` apart) += src (n,m), asking for rows VEC_ROWS_AHEAD ahead.
+static void vec_add_rows(real* dst, const real* src, int n, int stride, int m) {
+    for (int t = 0; t < n; t++) {
+        real* row = dst + (size_t)t * stride;
+        if (t + VEC_ROWS_AHEAD < n) vec_prefetch(row + VEC_ROWS_AHEAD * (size_t)stride, m, 1);
+        vec_axpy(row, 1, src + (size_t)t * m, m);
+    }
 }
 
 // n rounded up to whole cache lines of reals. Arrays carved one after another
