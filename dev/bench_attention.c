@@ -57,16 +57,8 @@ static int reset_peak(void) {
     return fclose(f) == 0 && ok;
 }
 
-// Rows start on cache lines, as a caller that cares allocates them: a head's 256
-// bytes are then 4 lines, not 5, and no vector load straddles two.
-static float* aligned(size_t n) {
-    float* x = (float*)aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
-    if (x == NULL) fail("out of memory for %zu floats", n);
-    return x;
-}
-
 static float* filled(size_t n, float scale) {
-    float* x = aligned(n);
+    float* x = (float*)malloc_check(n * sizeof(float));
     unsigned s = 12345u;
     for (size_t i = 0; i < n; i++) {
         s = s * 1664525u + 1013904223u;
@@ -76,7 +68,7 @@ static float* filled(size_t n, float scale) {
 }
 
 static float* zeros(size_t n) {
-    float* x = aligned(n);
+    float* x = (float*)malloc_check(n * sizeof(float));
     memset(x, 0, n * sizeof(float)); // touched, so it counts in the baseline
     return x;
 }
