@@ -4,8 +4,8 @@
 //   R_i = sum_j (phi(q_i) . phi(k_j)) v_j / (phi(q_i) . sum_j phi(k_j) + eps)
 // with j <= i when causal. eps = 1e-6 as in the authors' code.
 // The causal form walks the sequence in chunks as causal Flow-Attention does
-// (layers/flow_attention.h), with the same causal product; work is split over
-// (batch element, head) pairs, each thread using its own scratch (layers/vec.h).
+// (layers/flow_attention.h), with the same causal product and the same groups of
+// heads in lockstep; each thread uses its own scratch (layers/vec.h).
 #ifndef LAYERS_LINEAR_ATTENTION_H
 #define LAYERS_LINEAR_ATTENTION_H
 

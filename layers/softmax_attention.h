@@ -10,8 +10,8 @@
 // Every product is a 64 x 64 x 64 block through layers/matmul.h's gemm, and the
 // exponentials are vectorised (layers/fastmath.h). A head's rows are first
 // copied out of the strided q, k, v into contiguous scratch (layers/vec.h):
-// they are read once per block of the other side, and strided rows spread over
-// many pages would cost a TLB miss every two rows. Time is O(L*S*D).
+// they are read once per block of the other side, and memory serves contiguous
+// rows several times faster than a head's scattered pieces. Time is O(L*S*D).
 //
 // FLOPs, causal, per head: two products forward and five backward, each about
 // T^2 D (half of 2 T^2 D, the future masked), so 7 T^2 D at M = D
