@@ -45,7 +45,7 @@ VEC_INLINE void vec_axpy_eps(real* y, real a, const real* x, int n, real eps) {
 // for writing. A head's rows are a short piece of each row of q, k, v (256 bytes
 // of 2 KiB with 8 heads of 64), a pattern the hardware prefetchers follow
 // poorly (asking for the next chunk's rows made the causal flow forward pass 8%
-// faster at T = 16384, the bidirectional one 30%).
+// faster at T = 16384, the bidirectional one 20-30%).
 VEC_INLINE void vec_prefetch(const real* p, int n, int for_write) {
     for (int i = 0; i < n; i += 64 / (int)sizeof(real)) {
         if (for_write) __builtin_prefetch(p + i, 1, 2);
