@@ -81,11 +81,13 @@ FUZZ_CFLAGS = -O1 -g -std=gnu11 -I. -DFUZZING -fsanitize=fuzzer,address,undefine
 FUZZ_ENV = ASAN_OPTIONS=detect_leaks=0
 
 BENCHES = $(BUILD)/bench_attention
+# Generation speed, flow against softmax, against the context: make bench-generate.
+BENCHES += $(BUILD)/bench_generate
 # Elementwise and fused layers, unfused against fused: make bench-layers.
 BENCHES += $(BUILD)/bench_layers
 
 .DEFAULT_GOAL := all
-.PHONY: all test test-mpi sanitize fuzz fuzz-corpus bench bench-layers bench-matmul bench-peak bench-data bench-train bench-allreduce venv deps clean
+.PHONY: all test test-mpi sanitize fuzz fuzz-corpus bench bench-layers bench-generate bench-matmul bench-peak bench-data bench-train bench-allreduce venv deps clean
 
 all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE)
 
@@ -116,7 +118,11 @@ fuzz-corpus: $(BUILD)/make_corpus
 
 bench: $(BENCHES)
 	$(BUILD)/bench_attention
+	$(BUILD)/bench_generate
 	$(BUILD)/bench_layers
+
+bench-generate: $(BUILD)/bench_generate
+	$(BUILD)/bench_generate
 
 bench-layers: $(BUILD)/bench_layers
 	$(BUILD)/bench_layers
@@ -211,6 +217,9 @@ $(BUILD)/test_fuzz_inputs: dev/test/test_fuzz_inputs.c dev/fuzz/targets.h dev/te
 
 $(BUILD)/bench_attention: dev/bench_attention.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+# The generation benchmark includes the trainer with -DTESTING, as the model tests do.
+$(BUILD)/bench_generate: dev/bench_generate.c train_gpt_flow.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DTESTING -o $@ $< $(LDLIBS) -lcjson
 $(BUILD)/bench_data: dev/bench_data.c dev/test/capture.h $(HEADERS) $(DATA_PROGRAMS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 # The fastmath test checks the float64 build of fastmath.h against libm.

@@ -261,8 +261,8 @@ static void check_fused_and_accumulate(int kind, int causal) {
 }
 
 // The recurrent form, one position at a time, gives the parallel forward's output.
-static void check_recurrent(int kind, double clamp) {
-    AttnSpec s = {kind, 1, 2, 150, 150, 3, 8, 6, clamp};
+static void check_recurrent(int kind, double clamp, int B, int T, int H) {
+    AttnSpec s = {kind, 1, B, T, T, H, 8, 6, clamp};
     Case c = make_case(s, 2.0);
     double *out = dalloc(c.no), *cache = dalloc(attn64_cache_size(&s)), *step = dalloc(c.no);
     attn64_forward(&s, out, cache, c.q, c.k, c.v);
@@ -327,7 +327,7 @@ int main(void) {
         for (int causal = 1; causal >= 0; causal--) {
             AttnSpec small = {kind, causal, 2, 13, 13, 2, 4, 4, 1.0};
             AttnSpec one = {kind, causal, 2, 1, 1, 2, 4, 3, 1.0};
-            AttnSpec chunks = {kind, causal, 1, 300, 300, 2, 5, 3, 1.0}; // 4 chunks of 64 and a partial one
+            AttnSpec chunks = {kind, causal, 1, 300, 300, 2, 5, 3, 1.0}; // a partial chunk of 32, 2 segments
             Case c1 = make_case(small, 1.0), c2 = make_case(one, 1.0), c3 = make_case(chunks, 1.0);
             check_f64(&c1, 0); check_f32(&c1);
             check_f64(&c2, 0); check_f32(&c2);
@@ -340,6 +340,13 @@ int main(void) {
                 free_case(&c4);
             }
         }
+    }
+    // Causal kernels over several segments, the last chunk and segment partial.
+    for (int kind = 0; kind < NUM_KINDS; kind++) {
+        AttnSpec segments = {kind, 1, 1, 3 * CDP_SEGMENT + CDP_CHUNK + 9, 3 * CDP_SEGMENT + CDP_CHUNK + 9, 2, 16, 8, 1.0};
+        Case c = make_case(segments, 1.0);
+        check_f64(&c, 20); check_f32(&c);
+        free_case(&c);
     }
     // Flow-Attention inside and outside the conservation clamp.
     for (int causal = 1; causal >= 0; causal--) {
@@ -366,10 +373,12 @@ int main(void) {
         check_fused_and_accumulate(kind, 1);
         check_fused_and_accumulate(kind, 0);
     }
-    check_recurrent(KIND_FLOW, 1.0);
-    check_recurrent(KIND_FLOW, 5.0);
-    check_recurrent(KIND_SOFTMAX, 1.0);
-    check_recurrent(KIND_LINEAR, 1.0);
+    check_recurrent(KIND_FLOW, 1.0, 2, 150, 3);
+    check_recurrent(KIND_FLOW, 5.0, 2, 150, 3);
+    check_recurrent(KIND_SOFTMAX, 1.0, 2, 150, 3);
+    check_recurrent(KIND_LINEAR, 1.0, 2, 150, 3);
+    // a cache long enough for the softmax step to split it among the threads
+    check_recurrent(KIND_SOFTMAX, 1.0, 1, SM_STEP_SPLIT + 70, 1);
     check_fails(heads_not_dividing, "3 heads do not divide 10 channels", "heads not dividing channels");
     check_fails(zero_length, "L=0", "zero-length sequence");
     check_fails(causal_l_ne_s, "L=5 S=7", "causal with L != S");
