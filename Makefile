@@ -11,7 +11,7 @@ CFLAGS += -fopenmp -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unused-fu
 LDLIBS = -lm
 BUILD = build
 # Every program depends on every shared header: they are all header-only.
-HEADERS = $(wildcard layers/*.h) $(wildcard utils/*.h)
+HEADERS = $(wildcard layers/*.h) $(wildcard utils/*.h) $(wildcard models/*.h)
 # Where `make bench-data` finds the real data sets.
 DATA ?= ../shared/data
 # USE_MPI=1: the trainers are built with Open MPI's mpicc to run under mpirun
