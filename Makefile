@@ -35,8 +35,9 @@ CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=c
 NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -I. -Xcompiler -fopenmp,-Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
 CUDA_LIBS = -lcublas -lcjson -lgomp -lm
 # MPI's C interface only (its C++ bindings do not compile warning-free), and NCCL
-NVCC_MPI = $(if $(filter 1,$(USE_MPI)),-DUSE_MPI -DOMPI_SKIP_MPICXX -DMPICH_SKIP_MPICXX \
-	$(shell $(MPICC) --showme:compile) $(shell $(MPICC) --showme:link) -lnccl)
+NVCC_MPI_ALWAYS = -DUSE_MPI -DOMPI_SKIP_MPICXX -DMPICH_SKIP_MPICXX $(shell $(MPICC) --showme:compile) \
+	$(shell $(MPICC) --showme:link) -lnccl
+NVCC_MPI = $(if $(filter 1,$(USE_MPI)),$(NVCC_MPI_ALWAYS))
 CUDA_HEADERS = $(wildcard cuda/*.cuh)
 
 # ---- targets ------------------------------------------------------------------
@@ -59,6 +60,8 @@ TESTS += $(BUILD)/test_vit_grad $(BUILD)/test_vit $(BUILD)/test_vit_cli
 TESTS += $(BUILD)/test_fastmath $(BUILD)/test_fused $(BUILD)/test_fused_f64
 # gemm and the fully connected layer on every kernel family, float32 and float64
 TESTS += $(BUILD)/test_matmul $(BUILD)/test_matmul_f64
+# the headers the GPU trainer shares with the CPU one compile as C++ too
+TESTS += dev/test/test_headers_cxx.sh
 
 # The trainers built with MPI, apart from the normal ones, for `make test-mpi`
 # (dev/test/test_mpi.sh: equivalence of 1 and 2 ranks, with ZeRO-1, resume, two
@@ -92,11 +95,13 @@ all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE) $(if $(filter 1,$(USE_CUDA)),$(
 
 cuda: $(CUDA_PROGRAMS)
 
-# On a machine with a GPU: make cuda test-cuda
+# On a machine with a GPU: make cuda test-cuda (with two GPUs and Open MPI, build
+# $(MPI_BUILD)/train_gpt_flow_cuda first and the test also runs two ranks)
 test-cuda: $(CUDA_PROGRAMS) train_gpt_flow $(SHAKESPEARE)
 	@dev/run_tests.sh $(BUILD)/test_cuda
 
-test-cuda-emulated: $(EMU)/test_cuda $(EMU)/train_gpt_flow_cuda train_gpt_flow $(SHAKESPEARE)
+test-cuda-emulated: $(EMU)/test_cuda $(EMU)/train_gpt_flow_cuda $(EMU)/mpi/train_gpt_flow_cuda train_gpt_flow \
+		$(SHAKESPEARE)
 	@dev/run_tests.sh $(EMU)/test_cuda
 
 # Attention kernels on the GPU against the sequence length, and the paper's WikiText-103
@@ -239,11 +244,18 @@ $(BUILD)/test_cuda: dev/test/test_cuda.cu train_gpt_flow.cu $(CUDA_TEST_OBJECTS)
 	$(NVCC) $(NVCC_FLAGS) -DTESTING -o $@ $< $(CUDA_TEST_OBJECTS) $(CUDA_LIBS)
 $(BUILD)/bench_attention_cuda: dev/cuda/bench_attention.cu $(HEADERS) $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(CUDA_LIBS)
+$(MPI_BUILD)/train_gpt_flow_cuda: train_gpt_flow.cu $(HEADERS) $(CUDA_HEADERS)
+	mkdir -p $(MPI_BUILD)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_MPI_ALWAYS) -o $@ $< $(CUDA_LIBS)
 $(EMU)/%: %
 	@mkdir -p $(dir $@)
 	$(EMU_LAUNCHES) $< > $@
 $(EMU)/train_gpt_flow_cuda: $(EMU_SOURCES) $(HEADERS) dev/cuda/emulator/*.h
 	$(CXX) $(EMU_FLAGS) -o $@ -x c++ $(EMU)/train_gpt_flow.cu -x none -lcjson -lm
+$(EMU)/mpi/train_gpt_flow_cuda: $(EMU_SOURCES) $(HEADERS) dev/cuda/emulator/*.h
+	mkdir -p $(EMU)/mpi
+	$(CXX) $(EMU_FLAGS) -DUSE_MPI -DOMPI_SKIP_MPICXX $(shell $(MPICC) --showme:compile) -o $@ \
+		-x c++ $(EMU)/train_gpt_flow.cu -x none $(shell $(MPICC) --showme:link) -lcjson -lm
 $(EMU)/test_cuda: $(EMU_SOURCES) $(CUDA_TEST_OBJECTS) dev/test/*.h $(HEADERS) dev/cuda/emulator/*.h
 	$(CXX) $(EMU_FLAGS) -DTESTING -o $@ -x c++ $(EMU)/dev/test/test_cuda.cu -x none $(CUDA_TEST_OBJECTS) -lcjson -lm
 $(VENV)/.installed: dev/requirements.txt dev/setup_venv.sh

@@ -627,10 +627,12 @@ static void gpu_check_memory(double bytes, double limit_gb, const char* name) {
     double limit = limit_gb > 0 ? limit_gb * 1073741824.0 : (double)free_bytes;
     printf("GPU memory: %.2f GiB needed, limit %.2f GiB%s\n", bytes / 1073741824.0, limit / 1073741824.0,
            limit_gb > 0 ? " (memory_limit)" : " (free on this GPU)");
+    if (bytes > limit && limit_gb > 0)
+        fail("the run needs %.2f GiB of GPU memory, more than the %.2f GiB of memory_limit; make the model or the "
+             "batch smaller, or raise --memory_limit (GiB)", bytes / 1073741824.0, limit / 1073741824.0);
     if (bytes > limit)
-        fail("the run needs %.2f GiB of GPU memory, more than the %.2f GiB %s; make the model or the batch smaller%s",
-             bytes / 1073741824.0, limit / 1073741824.0, limit_gb > 0 ? "of memory_limit" : name,
-             limit_gb > 0 ? ", or raise --memory_limit (GiB)" : "");
+        fail("the run needs %.2f GiB of GPU memory, more than the %.2f GiB free on the %s; make the model or the "
+             "batch smaller", bytes / 1073741824.0, limit / 1073741824.0, name);
 }
 
 static void usage(void) {

@@ -28,11 +28,13 @@ extern "C" {
 static const int ATTENTION_T[] = {1, 63, 64, 65, 200};
 static const int DEFAULT_B = 2, UPDATES = 8;
 #define GPU_TRAINER "build/emulated/train_gpt_flow_cuda"
+#define GPU_TRAINER_MPI "build/emulated/mpi/train_gpt_flow_cuda"
 #define PROGRAM_SIZES "--n_layer 2 --n_embd 32 --context 32 --batch_size 4 "
 #else
 static const int ATTENTION_T[] = {1, 63, 64, 65, 1000, 4096};
 static const int DEFAULT_B = 12, UPDATES = 50;  // the default run's batch
 #define GPU_TRAINER "./train_gpt_flow_cuda"
+#define GPU_TRAINER_MPI "build/mpi/train_gpt_flow_cuda"
 #define PROGRAM_SIZES ""
 #endif
 #define CPU_TRAINER "./train_gpt_flow"
@@ -668,6 +670,34 @@ static void test_programs(void) {
     remove_temp_dir(dir);
 }
 
+// Two ranks with a GPU each against one rank whose gradient accumulation stands in for
+// the second: the same global batch (utils/dist.h), so the same losses to 1e-5.
+static void test_ranks(int ngpus) {
+    if (access(GPU_TRAINER_MPI, X_OK) != 0 || ngpus < 2) {
+        printf("skipped: two ranks (%s)\n", ngpus < 2 ? "one GPU" : GPU_TRAINER_MPI " not built");
+        return;
+    }
+    make_temp_dir(dir, sizeof dir, "test_cuda_ranks");
+    char cmd[4096], one[300], two[300];
+    snprintf(one, sizeof one, "%s/one.jsonl", dir);
+    snprintf(two, sizeof two, "%s/two.jsonl", dir);
+    const char* common = PROGRAM_SIZES "--steps 6 --eval_interval 0 --val_data data/tinyshakespeare/val.bin "
+                         "--eval_batches 2 --sample_tokens 0 --dropout_attn 0.1 --checkpoint";
+    snprintf(cmd, sizeof cmd, "%s %s %s/one.bin --batch_size 4 --grad_accum 2 --log_file %s > %s/one.out 2>&1",
+             GPU_TRAINER, common, dir, one, dir);
+    int rc1 = system(cmd);
+    snprintf(cmd, sizeof cmd, "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
+             "timeout 600 mpirun --oversubscribe --bind-to none -np 2 %s %s %s/two.bin --batch_size 8 "
+             "--log_file %s > %s/two.out 2>&1", GPU_TRAINER_MPI, common, dir, two, dir);
+    int rc2 = system(cmd);
+    char *a = slurp(one), *b = slurp(two);
+    double e = track(b, a, 1, 6);
+    check(rc1 == 0 && rc2 == 0 && e <= 1e-5, "2 ranks (NCCL) and 1 rank with accumulation: the same losses at 6 "
+          "updates, largest relative difference %.1e", e);
+    free(a), free(b);
+    remove_temp_dir(dir);
+}
+
 int main(void) {
     int n = 0;
     cudaError_t err = cudaGetDeviceCount(&n);
@@ -686,5 +716,6 @@ int main(void) {
     test_attention_kernels();
     test_model();
     test_programs();
+    test_ranks(n);
     return testing_exit_code();
 }

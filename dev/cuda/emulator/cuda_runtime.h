@@ -272,8 +272,10 @@ static const char* cudaGetErrorString(cudaError_t e) {
 }
 static cudaError_t cudaGetLastError() { return cudaSuccess; }
 static cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-static cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
-static cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+// As many GPUs as ranks on a host may ask for: each rank runs in its own process.
+#define EMU_DEVICES 8
+static cudaError_t cudaGetDeviceCount(int* n) { *n = EMU_DEVICES; return cudaSuccess; }
+static cudaError_t cudaSetDevice(int d) { return d >= 0 && d < EMU_DEVICES ? cudaSuccess : cudaErrorInvalidValue; }
 static cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "emulated on the CPU");
