@@ -32,7 +32,8 @@ MPI_STAMP = $(BUILD)/use_mpi-$(USE_MPI)
 USE_CUDA ?= 0
 NVCC ?= nvcc
 CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
-NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -I. -Xcompiler -fopenmp,-Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
+NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -I. \
+	-Xcompiler -fopenmp,-Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
 CUDA_LIBS = -lcublas -lcjson -lgomp -lm
 # MPI's C interface only (its C++ bindings do not compile warning-free), and NCCL
 NVCC_MPI_ALWAYS = -DUSE_MPI -DOMPI_SKIP_MPICXX -DMPICH_SKIP_MPICXX $(shell $(MPICC) --showme:compile) \

@@ -141,6 +141,9 @@ static void gpt_build(GPT* m, const GPTConfig* c) {
     }
 }
 
+// The host's copy, as the CPU trainer initialises it (the same parameters from the same seed).
+static void gpt_init(GPT* m, Rng* rng) { params_init(&m->params, rng); }
+
 // The host's parameters and moments (initialised or read from a checkpoint) to the GPU.
 static void gpt_to_device(GPT* m) {
     size_t bytes = (size_t)m->params.count * sizeof(float);
@@ -240,14 +243,15 @@ static void gpt_allocate(GPT* m, int B, int T) {
     m->logit_rows = gpt_logit_rows(&m->config, B, T);
 }
 
-// Bytes of GPU memory a rank computing batches of B x T needs: parameters, gradients,
-// AdamW's moments, activations and their gradients, positions.
-static double gpt_memory(const GPTConfig* c, int B, int T) {
+// Bytes a rank computing batches of B x T needs on its GPU (parameters, gradients,
+// AdamW's moments, activations and their gradients, positions) and on the host
+// (params_allocate's four arrays, of which the gradients' goes unused).
+static void gpt_memory(const GPTConfig* c, int B, int T, double* gpu, double* host) {
     GPT m;
     gpt_layout(&m, c);
-    double floats = 4.0 * m.params.count + (double)gpt_carve(&m, NULL, B, T) + (double)c->maxT * c->C;
+    *gpu = (4.0 * m.params.count + (double)gpt_carve(&m, NULL, B, T) + (double)c->maxT * c->C) * sizeof(float);
+    *host = 4.0 * m.params.count * sizeof(float);
     params_free(&m.params);
-    return floats * sizeof(float);
 }
 
 // FLOPs of a forward and backward pass over B x T tokens: the linear layers' and
@@ -688,7 +692,8 @@ int main(int argc, char** argv) {
     }
     if (cfg.val_data[0] && strcmp(cfg.mode, "sample") != 0) {
         val_data = load_tokens(cfg.val_data, cfg.vocab_size, "val_data");
-        if (val_data.n < T + 1) fail("%s: %ld tokens, fewer than context + 1 = %d", cfg.val_data, val_data.n, T + 1);
+        if (val_data.n < T + 1)
+            fail("%s: %ld tokens, fewer than context + 1 = %d", cfg.val_data, val_data.n, T + 1);
     }
     if (eval_only && val_data.n == 0) fail("configuration: mode eval needs val_data");
     run_check_ranks(&run, dist_hash(0, train_data.tokens, (size_t)train_data.n * sizeof(uint32_t)),
@@ -699,18 +704,17 @@ int main(int argc, char** argv) {
     dist_part(&dist, B, &lo, &hi);
     int part = (int)(hi - lo);
     if (train || eval_only) {
-        GPT probe;
-        gpt_layout(&probe, &mc);
-        run_check_memory(4.0 * probe.params.count * sizeof(float), cfg.memory_limit);  // the host's arrays
-        params_free(&probe.params);
-        gpu_check_memory(gpt_memory(&mc, part, T), cfg.memory_limit, prop.name);
+        double gpu_bytes, host_bytes;
+        gpt_memory(&mc, part, T, &gpu_bytes, &host_bytes);
+        run_check_memory(host_bytes, cfg.memory_limit);
+        gpu_check_memory(gpu_bytes, cfg.memory_limit, prop.name);
     }
 
     GPT model;
     gpt_build(&model, &mc);
     Rng rng = rng_make((uint64_t)cfg.seed);
     long step = 0, data_pos = 0;
-    if (!run_restore(&run, &model.params, &step, &data_pos, &rng)) params_init(&model.params, &rng);
+    if (!run_restore(&run, &model.params, &step, &data_pos, &rng)) gpt_init(&model, &rng);
     // one bucket of every gradient: dist_params_share hands rank 0's parameters and
     // moments to the others; the GPUs sum the gradients themselves (gpu_dist_sum)
     DistParams dp = dist_params_make(&dist, &model.params, 0);
@@ -733,14 +737,14 @@ int main(int argc, char** argv) {
 
     // evaluation mode scores the whole shard, whatever eval_batches the training used
     if (eval_only)
-        log_eval(&run.log, step, evaluate(&model, &dist, &val_data, B, T, cfg.context_window, 0, inputs, targets), 1,
-                 T);
+        log_eval(&run.log, step, evaluate(&model, &dist, &val_data, B, T, cfg.context_window, 0, inputs, targets),
+                 1, T);
     if (train) {
         printf("training: %ld tokens, %ld validation tokens | %d x %d tokens x %d micro-batches per update | "
                "%s batches | %s schedule\n", train_data.n, val_data.n, B, T, cfg.grad_accum, cfg.sampling,
                cfg.schedule);
-        Schedule sched = {(ScheduleKind)schedule_kind_from_name(cfg.schedule), cfg.lr, cfg.min_lr, cfg.warmup_init_lr,
-                          cfg.warmup_steps, cfg.steps};
+        Schedule sched = {(ScheduleKind)schedule_kind_from_name(cfg.schedule), cfg.lr, cfg.min_lr,
+                          cfg.warmup_init_lr, cfg.warmup_steps, cfg.steps};
         AdamW opt = {cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip};
         int random = strcmp(cfg.sampling, "random") == 0;
         double flops = cfg.grad_accum * gpt_flops(&model, B, T), peak = dist_sum(&dist, gpu_peak(&prop, device));
@@ -752,8 +756,8 @@ int main(int argc, char** argv) {
         double share = (double)part / B; // of each micro-batch's loss
         for (; step < cfg.steps; step++) {
             if (cfg.eval_interval > 0 && step % cfg.eval_interval == 0 && val_data.n > 0) {
-                EvalResult r = evaluate(&model, &dist, &val_data, B, T, cfg.context_window, cfg.eval_batches, inputs,
-                                        targets);
+                EvalResult r = evaluate(&model, &dist, &val_data, B, T, cfg.context_window, cfg.eval_batches,
+                                        inputs, targets);
                 prog.eval_seconds = r.seconds;
                 log_eval(&run.log, step, r, 0, T);
             }

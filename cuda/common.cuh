@@ -36,7 +36,8 @@ static float* cuda_floats(size_t n, const char* what) {
     void* p = NULL;
     cudaError_t err = cudaMalloc(&p, (n > 0 ? n : 1) * sizeof(float));
     if (err != cudaSuccess)
-        fail("cannot allocate %.3f GiB of GPU memory for %s: %s", n * 4.0 / 1073741824.0, what, cudaGetErrorString(err));
+        fail("cannot allocate %.3f GiB of GPU memory for %s: %s", n * 4.0 / 1073741824.0, what,
+             cudaGetErrorString(err));
     return (float*)p;
 }
 

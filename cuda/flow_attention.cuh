@@ -17,7 +17,9 @@
 // backwards (every prefix sum of the forward pass becomes a suffix sum) and then
 // forwards again (the terms that multiply the prefix sums themselves).
 // Memory is linear in the sequence: a few floats per position and head in the cache,
-// scratch of O(T*D) per head.
+// scratch of O(T*D) per head. The flows' scans are sequential over each head's tiles,
+// B*H blocks in all: for long sequences of few heads they, not the products, set the
+// time; in training (4 x 8 heads of 512 positions for WikiText-103) they are a sliver.
 #ifndef CUDA_FLOW_ATTENTION_CUH
 #define CUDA_FLOW_ATTENTION_CUH
 

@@ -142,7 +142,8 @@ linear_den_backward_kernel(float* dqf, float* dkf, const float* dden_all, const 
             __syncthreads();
             ColumnScan suffix = {t1, t1, w, 0, rz};
             scan_columns(&suffix, 1, n, D, 1);
-            for (int e = threadIdx.x; e < n * D; e += blockDim.x) dk[(long)(t0 + e / D) * D + e % D] += t1[e / D][e % D];
+            for (int e = threadIdx.x; e < n * D; e += blockDim.x)
+                dk[(long)(t0 + e / D) * D + e % D] += t1[e / D][e % D];
             __syncthreads();
         }
     } else {

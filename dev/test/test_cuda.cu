@@ -124,7 +124,8 @@ static void test_encoder(void) {
     encoder_backward(d_dwte, d_dpos, d_dout, &index, 2.5f, B, T, C);
     compare("encoder backward, token embedding", d_dwte, dwte, (size_t)V * C, 1e-5);
     compare("encoder backward, positions", d_dpos, dpos, (size_t)T * C, 1e-5);
-    float *table = (float*)malloc_check((size_t)T * 50 * sizeof(float)), *ref = (float*)malloc_check((size_t)T * 50 * sizeof(float));
+    float *table = (float*)malloc_check((size_t)T * 50 * sizeof(float));
+    float* ref = (float*)malloc_check((size_t)T * 50 * sizeof(float));
     sinusoid_table(table, T, 50);
     cpu_sinusoid_table(ref, T, 50);
     check(memcmp(table, ref, (size_t)T * 50 * sizeof(float)) == 0, "sinusoids: the same table bit for bit");
@@ -138,11 +139,13 @@ static void test_layernorm(void) {
     const int N = 37, C = 100;
     size_t n = (size_t)N * C;
     float *x1 = random_floats(n, 2), *x2 = random_floats(n, 1), *w = random_floats(C, 1), *b = random_floats(C, 1);
-    float *out = random_floats(n, 1), *res = random_floats(n, 1), *mean = random_floats(N, 1), *rstd = random_floats(N, 1);
-    float *dout = random_floats(n, 1), *dinp = random_floats(n, 1), *dw = random_floats(C, 1), *db = random_floats(C, 1);
+    float *out = random_floats(n, 1), *res = random_floats(n, 1), *mean = random_floats(N, 1);
+    float *rstd = random_floats(N, 1), *dout = random_floats(n, 1), *dinp = random_floats(n, 1);
+    float *dw = random_floats(C, 1), *db = random_floats(C, 1);
     float *d_x1 = on_device(x1, n), *d_x2 = on_device(x2, n), *d_w = on_device(w, C), *d_b = on_device(b, C);
-    float *d_out = on_device(out, n), *d_res = on_device(res, n), *d_mean = on_device(mean, N), *d_rstd = on_device(rstd, N);
-    float *d_dout = on_device(dout, n), *d_dinp = on_device(dinp, n), *d_dw = on_device(dw, C), *d_db = on_device(db, C);
+    float *d_out = on_device(out, n), *d_res = on_device(res, n), *d_mean = on_device(mean, N);
+    float *d_rstd = on_device(rstd, N), *d_dout = on_device(dout, n), *d_dinp = on_device(dinp, n);
+    float *d_dw = on_device(dw, C), *d_db = on_device(db, C);
     cpu_layernorm_forward(out, mean, rstd, x1, w, b, N, C);
     layernorm_forward(d_out, d_mean, d_rstd, d_x1, d_w, d_b, N, C, LAYERNORM_EPS);
     compare("layernorm forward", d_out, out, n, 1e-5);
@@ -327,7 +330,8 @@ static void attention_verdict(const char* name, const char* what, const float* g
 
 static void test_attention(AttnCase c) {
     int B = c.B, L = c.L, S = c.S, H = c.H, D = c.D, M = c.M;
-    size_t nq = (size_t)B * L * H * D, nk = (size_t)B * S * H * D, nv = (size_t)B * S * H * M, no = (size_t)B * L * H * M;
+    size_t nq = (size_t)B * L * H * D, nk = (size_t)B * S * H * D;
+    size_t nv = (size_t)B * S * H * M, no = (size_t)B * L * H * M;
     // a fused (B, T, 3HD) qkv buffer as the trainer's, when the sizes allow; else three
     int fused = L == S && D == M, stride = fused ? 3 * H * D : 0;
     float *q = random_floats(nq, c.scale), *k = random_floats(nk, c.scale), *v = random_floats(nv, 1);
@@ -377,7 +381,8 @@ static void test_attention(AttnCase c) {
         size_t at = i;
         if (fused) {
             int part = i < nq ? 0 : (i < nq + nk ? 1 : 2);
-            size_t j = i - (part == 0 ? 0 : part == 1 ? nq : nq + nk), width = part == 2 ? (size_t)H * M : (size_t)H * D;
+            size_t j = i - (part == 0 ? 0 : part == 1 ? nq : nq + nk);
+            size_t width = part == 2 ? (size_t)H * M : (size_t)H * D;
             at = j / width * stride + (size_t)part * H * D + j % width;
         }
         g_cpu[i] = grads[at] - grads0[at];
