@@ -83,7 +83,7 @@ CUDA_PROGRAMS = train_gpt_flow_cuda $(BUILD)/test_cuda $(BUILD)/bench_attention_
 # The same test on the CPU (dev/cuda/emulator/): every kernel launch rewritten into a call
 # of the emulator, the code otherwise as it is, compiled by g++ into build/emulated/.
 EMU = $(BUILD)/emulated
-EMU_LAUNCHES = sed -E 's/([A-Za-z_][A-Za-z0-9_]*(<[^<>]*>)?)<<<(.*)>>>\(/emu::Launch(\3).run(\1)(/'
+EMU_LAUNCHES = sed -E 's/([A-Za-z_][A-Za-z0-9_]*(<[^<>]*>)?)<<<(.*)>>>\(/emu::Launch(\3).run(\1, "\1")(/'
 EMU_SOURCES = $(addprefix $(EMU)/,$(CUDA_HEADERS) train_gpt_flow.cu dev/test/test_cuda.cu)
 EMU_FLAGS = -std=c++17 -O1 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -DCUDA_EMULATED \
 	-I$(EMU) -Idev/cuda/emulator -I.
@@ -248,7 +248,7 @@ $(BUILD)/bench_attention_cuda: dev/cuda/bench_attention.cu $(HEADERS) $(CUDA_HEA
 $(MPI_BUILD)/train_gpt_flow_cuda: train_gpt_flow.cu $(HEADERS) $(CUDA_HEADERS)
 	mkdir -p $(MPI_BUILD)
 	$(NVCC) $(NVCC_FLAGS) $(NVCC_MPI_ALWAYS) -o $@ $< $(CUDA_LIBS)
-$(EMU)/%: %
+$(EMU)/%: % Makefile
 	@mkdir -p $(dir $@)
 	$(EMU_LAUNCHES) $< > $@
 $(EMU)/train_gpt_flow_cuda: $(EMU_SOURCES) $(HEADERS) dev/cuda/emulator/*.h

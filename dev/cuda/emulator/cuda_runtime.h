@@ -2,7 +2,7 @@
 // of cuda/ and the GPU trainer run (slowly) on a machine without a GPU: `make
 // test-cuda-emulated` builds them with g++ against this header (and cublas_v2.h beside
 // it) after turning every launch `kernel<<<grid, block>>>(args)` into
-// `emu::Launch(grid, block).run(kernel)(args)`.
+// `emu::Launch(grid, block).run(kernel, "kernel")(args)`.
 //
 // Blocks run one after the other. The threads of a block are coroutines, each on its
 // own stack, switched only where CUDA threads wait for each other: __syncthreads waits
@@ -79,7 +79,7 @@ static Thread* current;
 static void* scheduler_sp;
 static const std::function<void()>* body;
 static float exchange[32][32];  // one slot per lane of every warp, for shuffles
-static const char* kernel_name = "a kernel";
+static const char* kernel_name = "a launch";  // the running launch's kernel, for messages
 
 [[noreturn]] static void fail(const char* what) {
     fprintf(stderr, "error: emulated CUDA, %s: %s\n", kernel_name, what);
@@ -128,8 +128,9 @@ static bool release() {
     return released;
 }
 
-// Runs body for every thread of every block.
-static void run(dim3 grid, dim3 block, const std::function<void()>& f) {
+// Runs body for every thread of every block of kernel `name`.
+static void run(const char* name, dim3 grid, dim3 block, const std::function<void()>& f) {
+    kernel_name = name;
     nthreads = (int)(block.x * block.y * block.z);
     if (nthreads < 1 || nthreads > 1024) fail("a block of more than 1024 threads");
     if (grid.x == 0 || grid.y == 0 || grid.z == 0) fail("an empty grid");
@@ -182,18 +183,20 @@ template <typename... P>
 struct Bound {
     dim3 grid, block;
     void (*kernel)(P...);
-    void operator()(P... args) const { emu::run(grid, block, [&] { kernel(args...); }); }
+    const char* name;
+    void operator()(P... args) const { emu::run(name, grid, block, [&] { kernel(args...); }); }
 };
 
-// A launch: emu::Launch(grid, block).run(kernel)(args...) runs kernel(args...) in every thread.
+// A launch: emu::Launch(grid, block).run(kernel, "kernel")(args...) runs kernel(args...)
+// in every thread.
 struct Launch {
     dim3 grid, block;
     Launch(dim3 g, dim3 b, size_t shared_bytes = 0, void* stream = NULL) : grid(g), block(b) {
         if (shared_bytes != 0) fail("dynamic shared memory is not emulated");
     }
     template <typename... P>
-    Bound<P...> run(void (*kernel)(P...)) const {
-        return Bound<P...>{grid, block, kernel};
+    Bound<P...> run(void (*kernel)(P...), const char* name) const {
+        return Bound<P...>{grid, block, kernel, name};
     }
 };
 
