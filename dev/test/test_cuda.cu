@@ -40,12 +40,14 @@ static const int DEFAULT_B = 12, UPDATES = 50;  // the default run's batch
 #define CPU_TRAINER "./train_gpt_flow"
 
 static uint64_t rng_state = 88172645463325252ull;
-static float randsym(void) {  // uniform in [-1, 1)
+static uint64_t rand64(void) {  // xorshift64
     rng_state ^= rng_state << 13;
     rng_state ^= rng_state >> 7;
     rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+    return rng_state;
 }
+
+static float randsym(void) { return (float)((rand64() >> 11) * (2.0 / 9007199254740992.0) - 1.0); }  // in [-1, 1)
 
 static float* random_floats(size_t n, float scale) {
     float* x = (float*)malloc_check(n * sizeof(float));
@@ -130,8 +132,8 @@ static void test_encoder(void) {
     cpu_sinusoid_table(ref, T, 50);
     check(memcmp(table, ref, (size_t)T * 50 * sizeof(float)) == 0, "sinusoids: the same table bit for bit");
     encoder_index_free(&index);
-    free(table), free(ref), free(wte), free(pos), free(out), free(dout), free(dwte), free(dpos);
-    cudaFree(d_wte), cudaFree(d_pos), cudaFree(d_out), cudaFree(d_dout), cudaFree(d_dwte), cudaFree(d_dpos);
+    free(table); free(ref); free(wte); free(pos); free(out); free(dout); free(dwte); free(dpos);
+    cudaFree(d_wte); cudaFree(d_pos); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dwte); cudaFree(d_dpos);
     cudaFree(d_inp);
 }
 
@@ -164,10 +166,10 @@ static void test_layernorm(void) {
     cpu_residual_layernorm_forward(x1, out, mean, rstd, x1, x2, w, b, N, C);
     residual_layernorm_forward(d_x1, d_out, d_mean, d_rstd, d_x1, d_x2, d_w, d_b, N, C, LAYERNORM_EPS);
     compare("residual + layernorm forward in place", d_out, out, n, 1e-5);
-    free(x1), free(x2), free(w), free(b), free(out), free(res), free(mean), free(rstd), free(dout), free(dinp);
-    free(dw), free(db);
-    cudaFree(d_x1), cudaFree(d_x2), cudaFree(d_w), cudaFree(d_b), cudaFree(d_out), cudaFree(d_res);
-    cudaFree(d_mean), cudaFree(d_rstd), cudaFree(d_dout), cudaFree(d_dinp), cudaFree(d_dw), cudaFree(d_db);
+    free(x1); free(x2); free(w); free(b); free(out); free(res); free(mean); free(rstd); free(dout); free(dinp);
+    free(dw); free(db);
+    cudaFree(d_x1); cudaFree(d_x2); cudaFree(d_w); cudaFree(d_b); cudaFree(d_out); cudaFree(d_res);
+    cudaFree(d_mean); cudaFree(d_rstd); cudaFree(d_dout); cudaFree(d_dinp); cudaFree(d_dw); cudaFree(d_db);
 }
 
 static void test_matmul(void) {
@@ -189,9 +191,9 @@ static void test_matmul(void) {
     compare("matmul backward, input (accumulated)", d_dinp, dinp, (size_t)N * C, 1e-5);
     compare("matmul backward, weight (accumulated)", d_dw, dw, (size_t)OC * C, 1e-5);
     compare("matmul backward, bias (accumulated)", d_db, db, OC, 1e-5);
-    free(inp), free(w), free(b), free(out), free(dout), free(dinp), free(dw), free(db);
-    cudaFree(d_inp), cudaFree(d_w), cudaFree(d_b), cudaFree(d_out), cudaFree(d_dout), cudaFree(d_dinp);
-    cudaFree(d_dw), cudaFree(d_db);
+    free(inp); free(w); free(b); free(out); free(dout); free(dinp); free(dw); free(db);
+    cudaFree(d_inp); cudaFree(d_w); cudaFree(d_b); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dinp);
+    cudaFree(d_dw); cudaFree(d_db);
 }
 
 static void test_elementwise(void) {
@@ -228,8 +230,8 @@ static void test_elementwise(void) {
     cpu_dropout_backward(dinp, dout, (long)n, 0.3f, dropout_key_from(777, 5));
     dropout_backward(d_dinp, d_dout, (long)n, 0.3f, dropout_key_from(777, 5));
     compare("dropout backward (accumulated)", d_dinp, dinp, n, 1e-6);
-    free(got), free(x), free(y), free(bias), free(dout), free(out), free(dinp), free(dbias);
-    cudaFree(d_x), cudaFree(d_y), cudaFree(d_bias), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_dinp);
+    free(got); free(x); free(y); free(bias); free(dout); free(out); free(dinp); free(dbias);
+    cudaFree(d_x); cudaFree(d_y); cudaFree(d_bias); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_dinp);
     cudaFree(d_dbias);
 }
 
@@ -252,8 +254,8 @@ static void test_crossentropy(int V) {
     compare(name, d_losses, losses, N, 1e-5);
     snprintf(name, sizeof name, "cross-entropy forward+backward, V=%d: logits' gradient", V);
     compare(name, d_logits, logits, n, 1e-5);
-    free(logits), free(losses);
-    cudaFree(d_logits), cudaFree(d_losses), cudaFree(d_targets);
+    free(logits); free(losses);
+    cudaFree(d_logits); cudaFree(d_losses); cudaFree(d_targets);
 }
 
 // AdamW and the clipped norm over a two-tensor table, one decayed, one not.
@@ -283,8 +285,8 @@ static void test_adamw(void) {
     compare("adamw with clipping: first moments", d_m, m, n, 1e-5);
     compare("adamw with clipping: second moments", d_v, v, n, 1e-5);
     params_free(&P);
-    free(params), free(grads), free(m), free(v);
-    cudaFree(d_params), cudaFree(d_grads), cudaFree(d_m), cudaFree(d_v);
+    free(params); free(grads); free(m); free(v);
+    cudaFree(d_params); cudaFree(d_grads); cudaFree(d_m); cudaFree(d_v);
 }
 
 // ----------------------------------------------------------------------------
@@ -347,7 +349,11 @@ static void test_attention(AttnCase c) {
     }
     size_t n_in = fused ? (size_t)B * L * stride : nq + nk + nv;
     float* in = fused ? qkv : (float*)malloc_check(n_in * sizeof(float));
-    if (!fused) memcpy(in, q, nq * 4), memcpy(in + nq, k, nk * 4), memcpy(in + nq + nk, v, nv * 4);
+    if (!fused) {
+        memcpy(in, q, nq * sizeof(float));
+        memcpy(in + nq, k, nk * sizeof(float));
+        memcpy(in + nq + nk, v, nv * sizeof(float));
+    }
     const float *qi = in, *ki = fused ? in + H * D : in + nq, *vi = fused ? in + 2 * H * D : in + nq + nk;
     CpuAttention ca = {c.kind, c.causal, B, L, S, H, D, M, fused ? stride : H * D, fused ? stride : H * D,
                        fused ? stride : H * M, c.clamp};
@@ -395,10 +401,10 @@ static void test_attention(AttnCase c) {
     attention_verdict(name, "dq", g_gpu, g_cpu, d64, nq);
     attention_verdict(name, "dk", g_gpu + nq, g_cpu + nq, d64 + nq, nk);
     attention_verdict(name, "dv", g_gpu + nq + nk, g_cpu + nq + nk, d64 + nq + nk, nv);
-    free(q), free(k), free(v), free(dout), free(in), free(grads0), free(out), free(cache), free(grads);
-    free(g_out), free(g_grads), free(q64), free(k64), free(v64), free(dout64), free(out64), free(cache64), free(d64);
-    free(g_cpu), free(g_gpu);
-    cudaFree(d_in), cudaFree(d_grads), cudaFree(d_dout), cudaFree(d_out), cudaFree(d_cache), cudaFree(d_scratch);
+    free(q); free(k); free(v); free(dout); free(in); free(grads0); free(out); free(cache); free(grads);
+    free(g_out); free(g_grads); free(q64); free(k64); free(v64); free(dout64); free(out64); free(cache64); free(d64);
+    free(g_cpu); free(g_gpu);
+    cudaFree(d_in); cudaFree(d_grads); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_cache); cudaFree(d_scratch);
 }
 
 // The recurrent step of every head, position by position, against the CPU's step per head.
@@ -424,8 +430,8 @@ static void test_attention_step(const char* kind) {
     char name[96];
     snprintf(name, sizeof name, "%s recurrent step, %d positions of %d heads", kind, T, H);
     compare(name, d_out, out, (size_t)T * H * D, 1e-5);
-    free(q), free(k), free(v), free(states), free(out);
-    cudaFree(d_states), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_out);
+    free(q); free(k); free(v); free(states); free(out);
+    cudaFree(d_states); cudaFree(d_q); cudaFree(d_k); cudaFree(d_v); cudaFree(d_out);
 }
 
 static void test_attention_kernels(void) {
@@ -459,8 +465,9 @@ static GPTConfig default_model(void) {
 }
 
 // One update: the CPU's and the GPU's model from the same seed, the same batch; the
-// loss, every gradient, and the loss after an AdamW step compared.
-static void test_update(const char* name, GPTConfig c, int B, int T, float dropout) {
+// loss, every gradient, and the loss after an AdamW step compared. logit_rows > 0: the
+// output layer takes that many rows at a time (else as many as fit in LOGITS_MAX).
+static void test_update(const char* name, GPTConfig c, int B, int T, float dropout, int logit_rows) {
     c.p_embd = c.p_attn = c.p_hidden = c.p_resid = dropout;
     CpuGPT* cpu = cpu_gpt_new(&c, 1337);
     GPT gpu;
@@ -468,21 +475,25 @@ static void test_update(const char* name, GPTConfig c, int B, int T, float dropo
     Rng rng = rng_make(1337);
     params_init(&gpu.params, &rng);
     gpt_to_device(&gpu);
+    gpt_allocate(&gpu, B, T);
+    if (logit_rows > 0) gpu.logit_rows = logit_rows;
     Parameters* P = cpu_gpt_params(cpu);
     check(P->count == gpu.params.count &&
           memcmp(P->params, gpu.params.params, (size_t)P->count * sizeof(float)) == 0,
           "%s: the same %ld initial parameters from the same seed", name, P->count);
     int *inputs = (int*)malloc_check((size_t)B * T * sizeof(int)), *targets = (int*)malloc_check((size_t)B * T * 4);
     for (int i = 0; i < B * T; i++) {
-        inputs[i] = (int)(((uint32_t)(randsym() * 1e6f) + 1000003u) % (uint32_t)c.V);
-        targets[i] = i % 11 == 5 ? -1 : (int)(((uint32_t)(randsym() * 1e6f) + 1000003u) % (uint32_t)c.V);
+        inputs[i] = (int)(rand64() % (uint64_t)c.V);
+        targets[i] = i % 11 == 5 ? -1 : (int)(rand64() % (uint64_t)c.V);
     }
     long scored = 0;
     for (int i = 0; i < B * T; i++) scored += targets[i] >= 0;
     float dloss = 1.0f / (float)scored;
     for (int step = 1; step <= 2; step++) {
         cpu_gpt_set_training(cpu, 1, 4242 + step, 3);
-        gpu.training = 1, gpu.dropout_seed = 4242 + step, gpu.first_sample = 3;
+        gpu.training = 1;
+        gpu.dropout_seed = 4242 + step;
+        gpu.first_sample = 3;
         memset(P->grads, 0, (size_t)P->count * sizeof(float));
         gpt_zero_grad(&gpu);
         double l_cpu = cpu_gpt_forward(cpu, inputs, targets, B, T);
@@ -501,7 +512,10 @@ static void test_update(const char* name, GPTConfig c, int B, int T, float dropo
             const TensorInfo* ti = &P->tensors[t];
             if (ti->size == 0) continue;
             double e = rel_err(g + ti->offset, P->grads + ti->offset, (size_t)ti->size, 1e-6);
-            if (e > worst) worst = e, worst_name = ti->name;
+            if (e > worst) {
+                worst = e;
+                worst_name = ti->name;
+            }
         }
         check(worst <= 1e-4, "%s: every gradient, rel err %.1e (worst %s)", name, worst, worst_name);
         free(g);
@@ -510,7 +524,7 @@ static void test_update(const char* name, GPTConfig c, int B, int T, float dropo
         double n_gpu = adamw_step(&gpu.params, gpu.d_params, gpu.d_grads, gpu.d_m, gpu.d_v, &opt, 1e-3, l_gpu, 1);
         check(fabs(n_gpu - n_cpu) <= 1e-4 * n_cpu, "%s: gradient norm %.6f vs the CPU's %.6f", name, n_gpu, n_cpu);
     }
-    free(inputs), free(targets);
+    free(inputs); free(targets);
     cpu_gpt_free(cpu);
     gpt_free(&gpu);
 }
@@ -534,7 +548,7 @@ static void test_generation_and_evaluation(GPTConfig c) {
     check(worst <= 1e-4, "%s generation: the next-token logits of %d positions, rel err %.1e", c.attention, c.maxT,
           worst);
     gen_state_free(&g);
-    const long n = 600;
+    const long n = 620;  // the last batch of windows not full
     uint32_t tokens[n];
     for (long i = 0; i < n; i++) tokens[i] = (uint32_t)((i * i + 3 * i) % c.V);
     TokenData d = {tokens, n};
@@ -550,25 +564,25 @@ static void test_generation_and_evaluation(GPTConfig c) {
               r.loss, ref);
         eval_result_free(&r);
     }
-    free(inputs), free(targets);
+    free(inputs); free(targets);
     cpu_gpt_free(cpu);
     gpt_free(&gpu);
 }
 
 static void test_model(void) {
     GPTConfig c = default_model();
-    test_update("default model, one update", c, DEFAULT_B, c.maxT, 0);
-    // WikiText-103's kind of model, small: sinusoids scaled embedding, ReLU, untied, clamp 5,
-    // dropout, and a context that is not whole chunks
+    test_update("default model, one update", c, DEFAULT_B, c.maxT, 0, 0);
+    // WikiText-103's kind of model, small: sinusoids, scaled embedding, ReLU, untied, clamp 5,
+    // dropout, a context that is not whole chunks, the logits 37 rows at a time
     GPTConfig w = {997, 100, 2, 4, 64, 192, "flow", 5.0f, 0, 0, 1, 8.0f, 0, 0, 0, 0, 0.02, 0};
-    test_update("sinusoidal ReLU untied model with dropout 0.1", w, 3, 100, 0.1f);
+    test_update("sinusoidal ReLU untied model with dropout 0.1, logits in chunks", w, 3, 100, 0.1f, 37);
     GPTConfig s = w;
     s.attention = "softmax";
-    test_update("softmax model", s, 2, 100, 0);
+    test_update("softmax model", s, 2, 100, 0, 0);
     GPTConfig l = c;
     l.attention = "linear";
     l.L = 2;
-    test_update("linear model", l, 2, 64, 0);
+    test_update("linear model", l, 2, 64, 0, 0);
     c.L = 2;
     c.maxT = 40;
     for (int i = 0; i < 3; i++) {
@@ -636,7 +650,7 @@ static void test_programs(void) {
           UPDATES, e, loss_at(b, UPDATES), loss_at(a, UPDATES));
     check(fabs(val_gpu - val_cpu) <= 1e-2 * val_cpu, "the default run: validation loss %.4f vs the CPU's %.4f",
           val_gpu, val_cpu);
-    free(a), free(b);
+    free(a); free(b);
 
     // a checkpoint CPU -> GPU -> CPU: the CPU's 10 updates, the GPU's 5 more from its
     // checkpoint, the CPU's 5 more from the GPU's, against the CPU's 20 straight
@@ -657,7 +671,7 @@ static void test_programs(void) {
     check(rc1 == 0 && rc2 == 0 && rc3 == 0 && e_gpu <= 1e-3 && e_back <= 1e-3,
           "checkpoint CPU -> GPU -> CPU: the GPU resumes the CPU's update 10 (losses 11-20 within %.1e of the CPU's "
           "straight run), the CPU the GPU's update 15 (16-20 within %.1e)", e_gpu, e_back);
-    free(s), free(m), free(k);
+    free(s); free(m); free(k);
     // both trainers evaluate the GPU's checkpoint alike, on the first 5,000 validation tokens
     long n;
     uint32_t* val = token_shard_load("data/tinyshakespeare/val.bin", 65, &n);
@@ -699,7 +713,7 @@ static void test_ranks(int ngpus) {
     double e = track(b, a, 1, 6);
     check(rc1 == 0 && rc2 == 0 && e <= 1e-5, "2 ranks (NCCL) and 1 rank with accumulation: the same losses at 6 "
           "updates, largest relative difference %.1e", e);
-    free(a), free(b);
+    free(a); free(b);
     remove_temp_dir(dir);
 }
 
