@@ -107,7 +107,7 @@ test-cuda-emulated: $(EMU)/test_cuda $(EMU)/train_gpt_flow_cuda $(EMU)/mpi/train
 
 # Attention kernels on the GPU against the sequence length, and the paper's WikiText-103
 # configuration's tokens/s (dev/cuda/bench_train.sh), on a machine with a GPU.
-bench-cuda: $(CUDA_PROGRAMS)
+bench-cuda: $(CUDA_PROGRAMS) $(BUILD)/prepare_text
 	$(BUILD)/bench_attention_cuda
 	dev/cuda/bench_train.sh
 
