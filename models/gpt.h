@@ -141,6 +141,7 @@ typedef struct {
 } GPTConfig;
 
 // Each layer's tensors are stacked: qkvw is (L, 3C, C), layer l's at qkvw + l*3C*C.
+// In the GPU trainer they point into the GPU's memory.
 typedef struct {
     real* wte;      // (V, C)
     real* wpe;      // (maxT, C), learned positions only
@@ -161,7 +162,7 @@ typedef struct {
     real* lm_head;  // (V, C), untied output layer only
 } ParameterTensors;
 
-// The model of the settings.
+// The model of the settings (its attention is cfg's string, so cfg outlives it).
 static GPTConfig gpt_config(const Config* cfg) {
     GPTConfig c;
     c.V = cfg->vocab_size;
