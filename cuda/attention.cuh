@@ -75,6 +75,7 @@ static void attention_backward(const Attention* a, float* dq, float* dk, float* 
 // Position t (0-based) of one causal sequence, every head at once (cuda/attention_types.cuh).
 static void attention_step(const Attention* a, float* states, int t, float* out, const float* q, const float* k,
                            const float* v) {
+    attention_check(a);
     if (!a->causal) fail("attention: the recurrent step needs causal %s attention", a->kind->name);
     if (t < 0 || t >= a->L) fail("attention: step at position %d outside [0, %d)", t, a->L);
     a->kind->step(a, states, t, out, q, k, v);
