@@ -1,9 +1,12 @@
 # flowformer.c: `make` builds the trainers and tools, `make test` runs the suite,
 # `make USE_MPI=1` builds the trainers with MPI, `make test-mpi` checks them under mpirun,
+# `make USE_MPI=1` builds the trainers with MPI, `make test-mpi` checks them under mpirun,
 # `make sanitize` runs the suite built with AddressSanitizer and UBSan, `make fuzz` fuzzes
-# the readers of untrusted files, `make bench` prints the benchmark tables, `make deps`
-# installs what is needed, `make venv` creates the PyTorch peer's virtual environment
-# and `make bench-train` times the C trainers against it.
+# the readers of untrusted files, `make cuda` builds the GPU trainer and its tests, `make
+# test-cuda` runs those on a GPU, `make test-cuda-emulated` on the CPU through an emulation
+# of CUDA, `make bench` prints the benchmark tables, `make deps` installs what is needed,
+# `make venv` creates the PyTorch peer's virtual environment and `make bench-train` times
+# the C trainers against it.
 # This file reads top to bottom: settings, what each target builds, then the rules.
 
 CC ?= gcc
@@ -14,7 +17,7 @@ BUILD = build
 # Where the program tests find the trainers (make sanitize points it at its own build).
 TRAINER_DIR = .
 # Every program depends on every shared header: they are all header-only.
-HEADERS = $(wildcard layers/*.h) $(wildcard utils/*.h)
+HEADERS = $(wildcard layers/*.h) $(wildcard utils/*.h) $(wildcard models/*.h)
 # Where `make bench-data` finds the real data sets.
 DATA ?= ../shared/data
 # USE_MPI=1: the trainers are built with Open MPI's mpicc to run under mpirun
@@ -26,6 +29,21 @@ TRAINER_CC = $(if $(filter 1,$(USE_MPI)),$(MPICC),$(CC))
 TRAINER_FLAGS = $(if $(filter 1,$(USE_MPI)),$(MPI_FLAGS))
 # Switching USE_MPI rebuilds the trainers: each setting has its own stamp file.
 MPI_STAMP = $(BUILD)/use_mpi-$(USE_MPI)
+# USE_CUDA=1 (or `make cuda`): also the GPU trainer train_gpt_flow_cuda (train_gpt_flow.cu,
+# cuda/), built by nvcc with cuBLAS; with USE_MPI=1 too, NCCL sums the gradients across
+# GPUs. Plain `make` needs no CUDA. The code is compiled for Hopper (sm_90: H100, H200)
+# and as PTX for compute capability 8.0, which the driver compiles for any GPU since Ampere.
+USE_CUDA ?= 0
+NVCC ?= nvcc
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -I. \
+	-Xcompiler -fopenmp,-Wall,-Wextra,-Wno-unused-parameter,-Wno-unused-function
+CUDA_LIBS = -lcublas -lcjson -lgomp -lm
+# MPI's C interface only (its C++ bindings do not compile warning-free), and NCCL
+NVCC_MPI_ALWAYS = -DUSE_MPI -DOMPI_SKIP_MPICXX -DMPICH_SKIP_MPICXX $(shell $(MPICC) --showme:compile) \
+	$(shell $(MPICC) --showme:link) -lnccl
+NVCC_MPI = $(if $(filter 1,$(USE_MPI)),$(NVCC_MPI_ALWAYS))
+CUDA_HEADERS = $(wildcard cuda/*.cuh)
 
 # ---- targets ------------------------------------------------------------------
 
@@ -47,6 +65,8 @@ TESTS += $(BUILD)/test_vit_grad $(BUILD)/test_vit $(BUILD)/test_vit_cli
 TESTS += $(BUILD)/test_fastmath $(BUILD)/test_fused $(BUILD)/test_fused_f64
 # gemm and the fully connected layer on every kernel family, float32 and float64
 TESTS += $(BUILD)/test_matmul $(BUILD)/test_matmul_f64
+# the headers the GPU trainer shares with the CPU one compile as C++ too
+TESTS += dev/test/test_headers_cxx.sh
 
 # The trainers built with MPI, apart from the normal ones, for `make test-mpi`
 # (dev/test/test_mpi.sh: equivalence of 1 and 2 ranks, with ZeRO-1, resume, two
@@ -86,10 +106,41 @@ BENCHES += $(BUILD)/bench_generate
 # Elementwise and fused layers, unfused against fused: make bench-layers.
 BENCHES += $(BUILD)/bench_layers
 
-.DEFAULT_GOAL := all
-.PHONY: all test test-mpi sanitize fuzz fuzz-corpus bench bench-layers bench-generate bench-matmul bench-peak bench-data bench-train bench-allreduce venv deps clean
+# The GPU trainer, its test (dev/test/test_cuda.cu: the kernels and the model against the
+# CPU trainer's, and the programs against each other; it says "skipped: no GPU" without
+# one) and its benchmarks (dev/cuda/: attention against the sequence length, tokens/s of
+# the paper's configuration).
+CUDA_PROGRAMS = train_gpt_flow_cuda $(BUILD)/test_cuda $(BUILD)/bench_attention_cuda
+# The same test on the CPU (dev/cuda/emulator/): every kernel launch rewritten into a call
+# of the emulator, the code otherwise as it is, compiled by g++ into build/emulated/.
+EMU = $(BUILD)/emulated
+EMU_LAUNCHES = sed -E 's/([A-Za-z_][A-Za-z0-9_]*(<[^<>]*>)?)<<<(.*)>>>\(/emu::Launch(\3).run(\1, "\1")(/'
+EMU_SOURCES = $(addprefix $(EMU)/,$(CUDA_HEADERS) train_gpt_flow.cu dev/test/test_cuda.cu)
+EMU_FLAGS = -std=c++17 -O1 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -DCUDA_EMULATED \
+	-I$(EMU) -Idev/cuda/emulator -I.
 
-all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE)
+.DEFAULT_GOAL := all
+.PHONY: all test test-mpi sanitize fuzz fuzz-corpus cuda test-cuda test-cuda-emulated bench-cuda bench bench-layers \
+	bench-generate bench-matmul bench-peak bench-data bench-train bench-allreduce venv deps clean
+
+all: $(TRAINERS) $(DATA_PROGRAMS) $(SHAKESPEARE) $(if $(filter 1,$(USE_CUDA)),$(CUDA_PROGRAMS))
+
+cuda: $(CUDA_PROGRAMS)
+
+# On a machine with a GPU: make cuda test-cuda (with two GPUs and Open MPI, build
+# $(MPI_BUILD)/train_gpt_flow_cuda first and the test also runs two ranks)
+test-cuda: $(CUDA_PROGRAMS) train_gpt_flow $(SHAKESPEARE)
+	@dev/run_tests.sh $(BUILD)/test_cuda
+
+test-cuda-emulated: $(EMU)/test_cuda $(EMU)/train_gpt_flow_cuda $(EMU)/mpi/train_gpt_flow_cuda train_gpt_flow \
+		$(SHAKESPEARE)
+	@dev/run_tests.sh $(EMU)/test_cuda
+
+# Attention kernels on the GPU against the sequence length, and the paper's WikiText-103
+# configuration's tokens/s (dev/cuda/bench_train.sh), on a machine with a GPU.
+bench-cuda: $(CUDA_PROGRAMS) $(BUILD)/prepare_text
+	$(BUILD)/bench_attention_cuda
+	dev/cuda/bench_train.sh
 
 # The trainers are named so that make keeps those of make sanitize's build.
 test: $(TESTS) $(addprefix $(TRAINER_DIR)/,$(TRAINERS))
@@ -157,7 +208,7 @@ deps:
 		python3-torch libopenblas-dev libopenmpi-dev openmpi-bin iproute2
 
 clean:
-	rm -rf $(BUILD) $(TRAINERS)
+	rm -rf $(BUILD) $(TRAINERS) train_gpt_flow_cuda
 
 # ---- rules --------------------------------------------------------------------
 
@@ -246,6 +297,31 @@ $(BUILD)/fuzz/fuzz_%: dev/fuzz/fuzz.c dev/fuzz/targets.h dev/fuzz/ignorelist.txt
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_TARGET=fuzz_$* -o $@ $< $(LDLIBS) -lcjson
 $(BUILD)/make_corpus: dev/fuzz/make_corpus.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+# The GPU trainer and its test, which links the CPU trainer's code built by gcc.
+train_gpt_flow_cuda: train_gpt_flow.cu $(HEADERS) $(CUDA_HEADERS) $(MPI_STAMP)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_MPI) -o $@ $< $(CUDA_LIBS)
+$(BUILD)/cuda_cpu.o: dev/test/cuda_cpu.c dev/test/cuda_cpu.h train_gpt_flow.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -DTESTING -c -o $@ $<
+CUDA_TEST_OBJECTS = $(BUILD)/cuda_cpu.o $(BUILD)/attention_f64.o
+$(BUILD)/test_cuda: dev/test/test_cuda.cu train_gpt_flow.cu $(CUDA_TEST_OBJECTS) dev/test/*.h $(HEADERS) \
+		$(CUDA_HEADERS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -DTESTING -o $@ $< $(CUDA_TEST_OBJECTS) $(CUDA_LIBS)
+$(BUILD)/bench_attention_cuda: dev/cuda/bench_attention.cu $(HEADERS) $(CUDA_HEADERS) | $(BUILD)
+	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(CUDA_LIBS)
+$(MPI_BUILD)/train_gpt_flow_cuda: train_gpt_flow.cu $(HEADERS) $(CUDA_HEADERS)
+	mkdir -p $(MPI_BUILD)
+	$(NVCC) $(NVCC_FLAGS) $(NVCC_MPI_ALWAYS) -o $@ $< $(CUDA_LIBS)
+$(EMU)/%: % Makefile
+	@mkdir -p $(dir $@)
+	$(EMU_LAUNCHES) $< > $@
+$(EMU)/train_gpt_flow_cuda: $(EMU_SOURCES) $(HEADERS) dev/cuda/emulator/*.h
+	$(CXX) $(EMU_FLAGS) -o $@ -x c++ $(EMU)/train_gpt_flow.cu -x none -lcjson -lm
+$(EMU)/mpi/train_gpt_flow_cuda: $(EMU_SOURCES) $(HEADERS) dev/cuda/emulator/*.h
+	mkdir -p $(EMU)/mpi
+	$(CXX) $(EMU_FLAGS) -DUSE_MPI -DOMPI_SKIP_MPICXX $(shell $(MPICC) --showme:compile) -o $@ \
+		-x c++ $(EMU)/train_gpt_flow.cu -x none $(shell $(MPICC) --showme:link) -lcjson -lm
+$(EMU)/test_cuda: $(EMU_SOURCES) $(CUDA_TEST_OBJECTS) dev/test/*.h $(HEADERS) dev/cuda/emulator/*.h
+	$(CXX) $(EMU_FLAGS) -DTESTING -o $@ -x c++ $(EMU)/dev/test/test_cuda.cu -x none $(CUDA_TEST_OBJECTS) -lcjson -lm
 $(VENV)/.installed: dev/requirements.txt dev/setup_venv.sh
 	VENV=$(VENV) dev/setup_venv.sh
 	touch $@

@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
     c.H = 8;
     c.C = 512;
     c.F = 2048;
-    c.attention = attention_kind_or_fail("flow");
+    c.attention = "flow";
     c.tied = 1;
     c.embed_scale = 1;
     GPT model;

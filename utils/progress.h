@@ -29,6 +29,15 @@ typedef struct {
     long timed;
 } Progress;
 
+// A run of `total` updates whose machines do `peak` FLOP/s together (the GPU trainer's
+// peak is its GPUs'); prints nothing.
+static Progress progress_start_at(long total, double items, const char* unit, int log_interval, int eval_every,
+                                  int evaluates, double flops, double peak) {
+    Progress p = {total, items, unit, log_interval, eval_every, evaluates, 0, flops, peak, omp_get_wtime(), 0, 0, 0};
+    return p;
+}
+
+// A run on this machine's CPUs (and the other ranks'), whose peak it measures and prints.
 static Progress progress_start(const Dist* dist, long total, double items, const char* unit, int log_interval,
                                int eval_every, int evaluates, double flops) {
     // one core's peak times the threads: measuring all threads at once on a busy
@@ -42,9 +51,7 @@ static Progress progress_start(const Dist* dist, long total, double items, const
     else
         printf("%.2f GFLOP per update; the %d ranks' fp32 peak %.1f GFLOP/s (%s, %d threads x %.1f on rank 0)\n",
                flops * 1e-9, dist->size, gflops, peak.isa, threads, peak.gflops);
-    Progress p = {total, items, unit, log_interval, eval_every, evaluates, 0, flops, gflops * 1e9,
-                  omp_get_wtime(), 0, 0, 0};
-    return p;
+    return progress_start_at(total, items, unit, log_interval, eval_every, evaluates, flops, gflops * 1e9);
 }
 
 // Call when an update starts.

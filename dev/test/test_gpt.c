@@ -38,7 +38,7 @@ static void test_reference(const char* path) {
     // the references number the attention kinds 0 flow, 1 softmax, 2 linear
     const char* kinds[] = {"flow", "softmax", "linear"};
     GPTConfig c = {.V = h[2], .maxT = h[3], .L = h[4], .H = h[5], .C = h[6], .F = h[7],
-                   .attention = attention_kind(kinds[h[9]]), .clamp = s[0], .learned_pos = h[10], .tied = h[11],
+                   .attention = kinds[h[9]], .clamp = s[0], .learned_pos = h[10], .tied = h[11],
                    .relu = h[12], .embed_scale = h[13] ? (real)sqrt((double)h[6]) : (real)1,
                    .decay_embeddings = h[16]};
     int B = h[8], T = h[3], V = h[2], steps = h[15];
@@ -102,7 +102,7 @@ static void test_reference(const char* path) {
 }
 
 static GPT random_model(const char* kind, int learned, int T, uint64_t seed) {
-    GPTConfig c = {.V = 23, .maxT = T, .L = 2, .H = 2, .C = 16, .F = 40, .attention = attention_kind(kind),
+    GPTConfig c = {.V = 23, .maxT = T, .L = 2, .H = 2, .C = 16, .F = 40, .attention = kind,
                    .clamp = (real)(strcmp(kind, "flow") == 0 ? 5 : 1), .learned_pos = learned, .tied = !learned,
                    .relu = !learned, .embed_scale = learned ? (real)1 : (real)4, .init_std = 0.2};
     GPT m;

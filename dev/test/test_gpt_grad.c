@@ -20,7 +20,7 @@ static double loss_of(GPT* m, const int* inputs, const int* targets, int B, int 
 static void run_case(const GradCase* gc) {
     const int B = 2, T = 7;
     real pd = (real)gc->dropout;
-    GPTConfig c = {.V = 13, .maxT = T, .L = 2, .H = 2, .C = 16, .F = 24, .attention = attention_kind(gc->attention),
+    GPTConfig c = {.V = 13, .maxT = T, .L = 2, .H = 2, .C = 16, .F = 24, .attention = gc->attention,
                    .clamp = (real)gc->clamp, .learned_pos = gc->learned_pos, .tied = gc->tied, .relu = gc->relu,
                    .embed_scale = gc->embed_scale ? (real)4 : (real)1, .p_embd = pd, .p_attn = pd, .p_hidden = pd,
                    .p_resid = pd, .init_std = 0.3};
