@@ -482,82 +482,49 @@ static void gpt_step(const GPT* m, GenState* g, int token, int t) {
     matmul_forward(g->logits, g->ln, c->tied ? p.wte : p.lm_head, NULL, 1, C, c->V);
 }
 
-// Prints the prompt and n sampled tokens. When the context is full, the state is
-// rebuilt from the last T/2 tokens, so positions stay within those trained on.
-static void generate(const GPT* m, const Vocab* vocab, const char* vocab_path, const char* prompt, int n,
-                     double temperature, int top_k, Rng* rng) {
-    const GPTConfig* c = &m->config;
-    int T = c->maxT, words = vocab_is_words(vocab);
-    int* seq = (int*)malloc_check(((size_t)n + T) * sizeof(int));
-    int len = vocab_encode(vocab, prompt, seq, T, vocab_path);
-    GenState g = gen_state_make(m);
-    real* scratch = (real*)malloc_check((size_t)c->V * sizeof(real));
-    int t = 0;
-    for (int i = 0; i < len; i++) {
-        vocab_print_token(vocab, seq[i], words);
-        gpt_step(m, &g, seq[i], t++);
-    }
-    for (int i = 0; i < n; i++) {
-        int next = sample_token(g.logits, c->V, temperature, top_k, scratch, rng);
-        seq[len++] = next;
-        vocab_print_token(vocab, next, words);
-        if (t == T) {
-            gen_state_reset(m, &g);
-            t = 0;
-            for (int j = len - T / 2; j < len; j++) gpt_step(m, &g, seq[j], t++);
-        } else {
-            gpt_step(m, &g, next, t++);
-        }
-    }
-    printf("\n");
-    fflush(stdout);
-    free(scratch);
-    gen_state_free(&g);
-    free(seq);
+// The model as evaluation and generation see it (models/gpt.h's GptRunner).
+typedef struct {
+    GPT* m;
+    GenState g;
+} Runner;
+
+static const real* runner_score(void* r, const int* inputs, const int* targets, int n, int T) {
+    Runner* x = (Runner*)r;
+    int saved = x->m->training;
+    x->m->training = 0;
+    gpt_forward(x->m, inputs, targets, n, T);
+    x->m->training = saved;
+    return x->m->acts.losses;
 }
 
-// ----------------------------------------------------------------------------
-// Evaluation
+static const real* runner_step(void* r, int token, int t) {
+    Runner* x = (Runner*)r;
+    gpt_step(x->m, &x->g, token, t);
+    return x->g.logits;
+}
 
-// The mean loss over the stream in the windows of utils/token_loader.h's
-// EvalWindows (T tokens advancing by T - W), each token scored once; stops after
-// max_batches batches if > 0. Each rank scores its part of every batch of B
-// windows, and the sums are added up across the ranks. inputs and targets hold
-// a rank's part. Free the result with eval_result_free.
+static void runner_restart(void* r) {
+    Runner* x = (Runner*)r;
+    gen_state_reset(x->m, &x->g);
+}
+
+// Prints the prompt and n sampled tokens (gpt_generate).
+static void generate(GPT* m, const Vocab* vocab, const char* vocab_path, const char* prompt, int n,
+                     double temperature, int top_k, Rng* rng) {
+    Runner x = {m, gen_state_make(m)};
+    GptRunner run = {&x, runner_score, runner_step, runner_restart};
+    gpt_generate(&run, m->config.maxT, m->config.V, vocab, vocab_path, prompt, n, temperature, top_k, rng);
+    gen_state_free(&x.g);
+}
+
+// The validation loss over the windows of the stream (gpt_evaluate).
 static EvalResult evaluate(GPT* m, const Dist* dist, const TokenData* d, int B, int T, int W, int max_batches,
                            int* inputs, int* targets) {
-    double t0 = omp_get_wtime();
-    EvalResult r = {0, 0, (double*)calloc_check((size_t)T, sizeof(double)),
-                    (long*)calloc_check((size_t)T, sizeof(long)), 0};
-    if (d->n < T + 1) fail("validation data has %ld tokens, fewer than context + 1 = %d", d->n, T + 1);
-    EvalWindows windows = {0, 0};
-    long lo, hi;
-    dist_part(dist, B, &lo, &hi);
-    double sum = 0;
-    int saved = m->training, b;
-    m->training = 0;
-    for (int batch = 0; (max_batches <= 0 || batch < max_batches) &&
-                        (b = eval_windows_next(&windows, d, B, lo, hi, T, W, inputs, targets)) > 0; batch++) {
-        int n = (int)((b < hi ? b : hi) - lo);
-        if (n <= 0) continue;
-        gpt_forward(m, inputs, targets, n, T);
-        for (int i = 0; i < n * T; i++) {
-            if (targets[i] < 0) continue;
-            sum += m->acts.losses[i];
-            r.pos_loss[i % T] += m->acts.losses[i];
-            r.pos_tokens[i % T]++;
-            r.tokens++;
-        }
-    }
-    m->training = saved;
-    sum = dist_sum(dist, sum);
-    dist_sum_longs(dist, &r.tokens, 1);
-    dist_sum_doubles(dist, r.pos_loss, T);
-    dist_sum_longs(dist, r.pos_tokens, T);
-    r.loss = r.tokens > 0 ? sum / r.tokens : 0;
-    for (int t = 0; t < T; t++) r.pos_loss[t] = r.pos_tokens[t] > 0 ? r.pos_loss[t] / r.pos_tokens[t] : 0;
-    r.seconds = omp_get_wtime() - t0;
-    return r;
+    Runner x;
+    memset(&x, 0, sizeof x); // no generation state: scoring needs none
+    x.m = m;
+    GptRunner run = {&x, runner_score, NULL, NULL};
+    return gpt_evaluate(&run, dist, d, B, T, W, max_batches, inputs, targets);
 }
 
 // ----------------------------------------------------------------------------

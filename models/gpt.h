@@ -3,7 +3,8 @@
 // model the settings describe, and its table of tensors (utils/params.h), which fixes the
 // layout of the parameters in checkpoints. Also what the two do alike around the model:
 // the dropout masks' keys, the FLOPs of the linear layers, sampling from the logits, and
-// how an evaluation is printed and logged. The arithmetic itself is each trainer's own
+// how windows are evaluated and text generated, and how an evaluation is printed and
+// logged. The arithmetic itself is each trainer's own
 // (layers/ on the CPU, cuda/ on the GPU), so this header compiles as C and as C++.
 #ifndef MODELS_GPT_H
 #define MODELS_GPT_H
@@ -20,6 +21,10 @@
 #include "utils/params.h"
 #include "utils/rng.h"
 #include "utils/logger.h"
+#include "utils/dist.h"
+#include "utils/token_loader.h"
+#include "utils/vocab.h"
+#include <omp.h>
 
 // ----------------------------------------------------------------------------
 // Configuration: every setting of a run, with its default (the default run:
@@ -280,6 +285,90 @@ typedef struct {
 static void eval_result_free(EvalResult* r) {
     free(r->pos_loss);
     free(r->pos_tokens);
+}
+
+// A trainer's model as evaluation and generation see it, whatever device it runs on.
+typedef struct {
+    void* model;
+    // losses (n, T) of a forward pass over inputs, targets (n, T), without dropout
+    const real* (*score)(void* model, const int* inputs, const int* targets, int n, int T);
+    // feeds `token` at position t (the state holds positions 0..t-1); returns the
+    // next-token logits (V)
+    const real* (*step)(void* model, int token, int t);
+    // forgets every position fed
+    void (*restart)(void* model);
+} GptRunner;
+
+// The mean loss over the stream in the windows of utils/token_loader.h's
+// EvalWindows (T tokens advancing by T - W), each token scored once; stops after
+// max_batches batches if > 0. Each rank scores its part of every batch of B
+// windows, and the sums are added up across the ranks. inputs and targets hold
+// a rank's part. Free the result with eval_result_free.
+static EvalResult gpt_evaluate(const GptRunner* run, const Dist* dist, const TokenData* d, int B, int T, int W,
+                               int max_batches, int* inputs, int* targets) {
+    double t0 = omp_get_wtime();
+    EvalResult r = {0, 0, (double*)calloc_check((size_t)T, sizeof(double)),
+                    (long*)calloc_check((size_t)T, sizeof(long)), 0};
+    if (d->n < T + 1) fail("validation data has %ld tokens, fewer than context + 1 = %d", d->n, T + 1);
+    EvalWindows windows = {0, 0};
+    long lo, hi;
+    dist_part(dist, B, &lo, &hi);
+    double sum = 0;
+    int b;
+    for (int batch = 0; (max_batches <= 0 || batch < max_batches) &&
+                        (b = eval_windows_next(&windows, d, B, lo, hi, T, W, inputs, targets)) > 0; batch++) {
+        int n = (int)((b < hi ? b : hi) - lo);
+        if (n <= 0) continue;
+        const real* losses = run->score(run->model, inputs, targets, n, T);
+        for (int i = 0; i < n * T; i++) {
+            if (targets[i] < 0) continue;
+            sum += losses[i];
+            r.pos_loss[i % T] += losses[i];
+            r.pos_tokens[i % T]++;
+            r.tokens++;
+        }
+    }
+    sum = dist_sum(dist, sum);
+    dist_sum_longs(dist, &r.tokens, 1);
+    dist_sum_doubles(dist, r.pos_loss, T);
+    dist_sum_longs(dist, r.pos_tokens, T);
+    r.loss = r.tokens > 0 ? sum / r.tokens : 0;
+    for (int t = 0; t < T; t++) r.pos_loss[t] = r.pos_tokens[t] > 0 ? r.pos_loss[t] / r.pos_tokens[t] : 0;
+    r.seconds = omp_get_wtime() - t0;
+    return r;
+}
+
+// Prints the prompt and n tokens sampled from a model of context T and vocabulary
+// size V. When the context is full, the state is rebuilt from the last T/2 tokens,
+// so positions stay within those trained on.
+static void gpt_generate(const GptRunner* run, int T, int V, const Vocab* vocab, const char* vocab_path,
+                         const char* prompt, int n, double temperature, int top_k, Rng* rng) {
+    int words = vocab_is_words(vocab);
+    int* seq = (int*)malloc_check(((size_t)n + T) * sizeof(int));
+    int len = vocab_encode(vocab, prompt, seq, T, vocab_path);
+    real* scratch = (real*)malloc_check((size_t)V * sizeof(real));
+    const real* logits = NULL;
+    int t = 0;
+    for (int i = 0; i < len; i++) {
+        vocab_print_token(vocab, seq[i], words);
+        logits = run->step(run->model, seq[i], t++);
+    }
+    for (int i = 0; i < n; i++) {
+        int next = sample_token(logits, V, temperature, top_k, scratch, rng);
+        seq[len++] = next;
+        vocab_print_token(vocab, next, words);
+        if (t == T) {
+            run->restart(run->model);
+            t = 0;
+            for (int j = len - T / 2; j < len; j++) logits = run->step(run->model, seq[j], t++);
+        } else {
+            logits = run->step(run->model, next, t++);
+        }
+    }
+    printf("\n");
+    fflush(stdout);
+    free(scratch);
+    free(seq);
 }
 
 // Prints and logs an evaluation after update `step` (and frees it); stops when the
