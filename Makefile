@@ -1,6 +1,5 @@
 # flowformer.c: `make` builds the trainers and tools, `make test` runs the suite,
 # `make USE_MPI=1` builds the trainers with MPI, `make test-mpi` checks them under mpirun,
-# `make USE_MPI=1` builds the trainers with MPI, `make test-mpi` checks them under mpirun,
 # `make sanitize` runs the suite built with AddressSanitizer and UBSan, `make fuzz` fuzzes
 # the readers of untrusted files, `make cuda` builds the GPU trainer and its tests, `make
 # test-cuda` runs those on a GPU, `make test-cuda-emulated` on the CPU through an emulation
@@ -12,6 +11,8 @@
 CC ?= gcc
 CFLAGS ?= -O3 -march=native
 CFLAGS += -fopenmp -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unused-function -I.
+# errors, not warnings: each of these has meant a wrong value at run time (as GCC 14 does)
+CFLAGS += -Werror=int-conversion -Werror=incompatible-pointer-types -Werror=implicit-function-declaration
 LDLIBS = -lm
 BUILD = build
 # Where the program tests find the trainers (make sanitize points it at its own build).
@@ -142,8 +143,10 @@ bench-cuda: $(CUDA_PROGRAMS) $(BUILD)/prepare_text
 	$(BUILD)/bench_attention_cuda
 	dev/cuda/bench_train.sh
 
-# The trainers are named so that make keeps those of make sanitize's build.
-test: $(TESTS) $(addprefix $(TRAINER_DIR)/,$(TRAINERS))
+# The trainers are named so that make keeps those of make sanitize's build; the benchmarks
+# are built so that a change to what they call cannot leave them behind.
+test: $(TESTS) $(addprefix $(TRAINER_DIR)/,$(TRAINERS)) $(BENCHES) $(BUILD)/bench_matmul $(BUILD)/bench_peak \
+		$(BUILD)/bench_data
 	@dev/run_tests.sh $(TESTS)
 
 test-mpi: $(MPI_TRAINERS) $(BUILD)/prepare_images $(SHAKESPEARE)
@@ -292,6 +295,7 @@ $(BUILD)/test_matmul_f64: dev/test/test_matmul.c dev/test/testing.h $(HEADERS) |
 $(BUILD)/bench_matmul: dev/bench_matmul.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS) -lopenblas
 $(BUILD)/bench_peak: dev/bench_peak.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 $(BUILD)/fuzz/fuzz_%: dev/fuzz/fuzz.c dev/fuzz/targets.h dev/fuzz/ignorelist.txt $(HEADERS)
 	@mkdir -p $(BUILD)/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_TARGET=fuzz_$* -o $@ $< $(LDLIBS) -lcjson

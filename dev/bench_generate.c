@@ -20,7 +20,7 @@ static const int contexts[] = {64, 1024, 4096, 16384, 65536};
 #define NUM_CONTEXTS ((int)(sizeof contexts / sizeof contexts[0]))
 
 static GPTConfig model_config(const char* kind) {
-    GPTConfig c = {.V = 65, .maxT = 65536, .L = 6, .H = 8, .C = 512, .F = 2048, .attention = attention_kind(kind),
+    GPTConfig c = {.V = 65, .maxT = 65536, .L = 6, .H = 8, .C = 512, .F = 2048, .attention = kind,
                    .clamp = 1, .learned_pos = 0, .tied = 1, .relu = 0, .embed_scale = 1, .init_std = 0.02};
     return c;
 }

@@ -122,7 +122,7 @@ def as_flags(settings):
 
 
 def run_c(cmd, settings, threads, warmup, steps, timeout):
-    """Runs a C trainer for warmup + steps updates; the ms of the timed updates."""
+    """Runs a C trainer for warmup + steps updates; the ms and the MFU of the timed updates."""
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "log.jsonl")
         args = cmd + as_flags(settings) + ["--steps", str(warmup + steps), "--log_file", log]
@@ -130,13 +130,14 @@ def run_c(cmd, settings, threads, warmup, steps, timeout):
         p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
             raise RuntimeError(f"{shlex.join(args)} failed ({p.returncode}):\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
-        ms = {}
+        ms, mfu = {}, {}
         with open(log) as f:
             for line in f:
                 rec = json.loads(line)
                 if "ms" in rec and "step" in rec:
-                    ms[rec["step"]] = rec["ms"]
-    return [ms[s] for s in sorted(ms) if s > warmup]
+                    ms[rec["step"]], mfu[rec["step"]] = rec["ms"], rec["mfu"]
+    timed = [s for s in sorted(ms) if s > warmup]
+    return [ms[s] for s in timed], [mfu[s] for s in timed]
 
 
 def run_torch(kind, settings, threads, warmup, steps, timeout):
@@ -190,6 +191,9 @@ def ensure_data(names):
     def run(args):
         print("+ " + shlex.join(args), flush=True)
         subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    # the preparation programs create their output folder, not its parents
+    for folder in (WT_DIR, FASHION_DIR):
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
     if {"a", "b"} & set(names) and not os.path.exists(os.path.join(ROOT, "data", "tinyshakespeare", "train.bin")):
         run(["make", "data/tinyshakespeare/train.bin"])
     if "c" in names and not os.path.exists(os.path.join(WT_DIR, "train.bin")):
@@ -240,6 +244,12 @@ def report(results, names, all_cfgs, info, model, avx512):
         print(f"{name}: C {rate:,.0f} {cfg['unit']}/s against torch {cfg['per_update'] / (best_t / 1e3):,.0f} "
               f"{cfg['unit']}/s" + (f"; C Flow-Attention vs nanoGPT softmax (best torch): "
                                     f"{s['speedup_vs_nanogpt']:.2f}x" if "speedup_vs_nanogpt" in s else ""))
+    for name in names:
+        mfu = results[name].get("C-MFU:2")
+        if mfu:
+            target = " (target >= 50%%) %s" % ("ok" if statistics.median(mfu) >= 0.5 else "MISSED") if name == "b" else ""
+            print(f"{name}: C on 2 threads at {100 * statistics.median(mfu):.0f}% of the measured FMA peak (MFU, "
+                  f"median){target}")
     if "a" in summary and "speedup_vs_nanogpt" in summary["a"]:
         s = summary["a"]["speedup_vs_nanogpt"]
         print(f"(a) our Flow-Attention model against the nanoGPT-style softmax model: {s:.2f}x "
@@ -247,7 +257,7 @@ def report(results, names, all_cfgs, info, model, avx512):
     print("\nspread (timed updates: count, min / median / max ms):")
     for name in names:
         for key, v in results[name].items():
-            if v:
+            if v and not key.startswith("C-MFU"):
                 print(f"  {name:4s} {key:10s} n={len(v):3d}  {min(v):9.1f} / {statistics.median(v):9.1f} / "
                       f"{max(v):9.1f}")
     return summary
@@ -319,7 +329,7 @@ def main():
         order = schedule(cfg)
         print(f"\n== {cfg['title']} == {rounds} round(s) of: "
               + ", ".join(f"{k} {t}thr" for k, t in order), flush=True)
-        times = {run: [] for run in order}
+        times = {run: [] for run in order}  # ("C-MFU", threads) holds the C runs' MFU too
         peer_settings = dict(cfg["peers"])
         for r in range(rounds):
             for run in order:
@@ -327,7 +337,8 @@ def main():
                 t0 = time.time()
                 n = cfg.get("steps_1thr", steps) if threads == 1 else steps
                 if kind == "C":
-                    ms = run_c(cfg["c"], cfg["c_settings"], threads, cfg["warmup"], n, args.timeout)
+                    ms, mfu = run_c(cfg["c"], cfg["c_settings"], threads, cfg["warmup"], n, args.timeout)
+                    times.setdefault(("C-MFU", threads), []).extend(mfu)
                 else:
                     ms = run_torch(kind, peer_settings[kind], threads, cfg["warmup"], n, args.timeout)
                 times[run] += ms

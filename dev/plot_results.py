@@ -60,11 +60,13 @@ def median(values):
 
 def loss_curves(root, part, prefix, title, out, lines):
     """Training loss against update and against wall time, one line per kind."""
+    logs = {k: read_log(os.path.join(root, part, f"{prefix}{k}.jsonl")) for k in KINDS}
+    if not any(updates for updates, _ in logs.values()):
+        return []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     rows = []
     for k in KINDS:
-        log = os.path.join(root, part, f"{prefix}{k}.jsonl")
-        updates, evals = read_log(log)
+        updates, evals = logs[k]
         if not updates:
             continue
         steps = [u["step"] for u in updates]
@@ -96,8 +98,7 @@ def loss_curves(root, part, prefix, title, out, lines):
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    if rows:
-        lines.append(f"\n### {title}\n")
+    lines.append(f"\n### {title}\n")
     return rows
 
 
@@ -149,32 +150,27 @@ def context_part(root, plots, lines):
 
 
 def kernels_part(root, plots, lines):
-    """bench_attention's rows: kernel name, T, then numbers under the header's columns."""
+    """bench_attention's rows: kernel, T, fwd+bwd ms, us/token, GFLOP/s, % peak, extra MiB, q,k,v MiB
+    (a row of a run it skipped says so instead of numbers)."""
     path = os.path.join(root, "kernels", "bench_attention.txt")
     if not os.path.exists(path):
         return
-    header, rows = None, []
+    rows = []
     with open(path) as f:
         for line in f:
             fields = line.split()
-            if len(fields) > 2 and fields[0] == "kernel":
-                header = fields
-            elif header and len(fields) >= 3 and fields[1].isdigit():
-                rows.append(fields)
+            if len(fields) == 8 and fields[1].isdigit() and fields[5].endswith("%"):
+                rows.append((fields[0], int(fields[1]), float(fields[2]), float(fields[6])))
     if not rows:
         return
-    ms_col = next(i for i, h in enumerate(header) if h.endswith("ms") or h == "fwd+bwd")
-    mem_col = next((i for i, h in enumerate(header) if "MiB" in h or h == "extra"), None)
-    fig, axes = plt.subplots(1, 2 if mem_col is not None else 1, figsize=(11, 4), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name in sorted({r[0] for r in rows}):
         mine = [r for r in rows if r[0] == name]
         style = "-" if "causal" in name else "--"
         colour = COLOURS.get(name.split("-")[0], "black")
-        Ts = [int(r[1]) for r in mine]
-        axes[0][0].plot(Ts, [float(r[ms_col]) for r in mine], style, marker="o", color=colour, label=name)
-        if mem_col is not None:
-            axes[0][1].plot(Ts, [float(r[mem_col]) for r in mine], style, marker="o", color=colour, label=name)
-    for ax, label in zip(axes[0], ["forward+backward ms", "extra memory MiB"]):
+        axes[0].plot([r[1] for r in mine], [r[2] for r in mine], style, marker="o", color=colour, label=name)
+        axes[1].plot([r[1] for r in mine], [r[3] for r in mine], style, marker="o", color=colour, label=name)
+    for ax, label in zip(axes, ["forward+backward ms (B=1, H=8, D=64)", "extra memory MiB"]):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length T")
@@ -184,6 +180,14 @@ def kernels_part(root, plots, lines):
     fig.tight_layout()
     fig.savefig(os.path.join(plots, "kernels.png"), dpi=110)
     plt.close(fig)
+
+
+def raw_table(root, part, name, title, lines):
+    """A benchmark's printed table, as it came, in a code block."""
+    path = os.path.join(root, part, name)
+    if os.path.exists(path):
+        with open(path) as f:
+            lines += [f"\n### {title}\n", "```", f.read().rstrip(), "```"]
 
 
 def main():
@@ -209,6 +213,10 @@ def main():
             lines.append(f"| {k} | {last['top1']:.2f}% | {last['top5']:.2f}% | {last['val_loss']:.4f} | {rate:.0f} | "
                          f"{ms:.1f} | {100 * mfu:.0f}% | {mib:.0f} MiB | {wall:.0f} s |")
     kernels_part(root, plots, lines)
+    raw_table(root, "kernels", "bench_attention.txt", "Attention kernels (make bench)", lines)
+    raw_table(root, "generate", "bench_generate.txt", "Generation (make bench-generate)", lines)
+    raw_table(root, "speed", "bench_train.txt", "Training step against PyTorch (make bench-train)", lines)
+    raw_table(root, "speed", "bench_matmul.txt", "Matrix multiply against OpenBLAS (make bench-matmul)", lines)
     with open(os.path.join(root, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's Results: the paper's comparisons at laptop scale, every number and
 # plot made by this script into results/ (logs, tables, plots).
-#   scripts/run_results.sh [PART]...     PART: lm wikitext2 context vision kernels generate wt103 maps plots
-#                                         (default: all, in that order; about two hours on 2 cores)
+#   scripts/run_results.sh [PART]...     PART: lm wikitext2 context vision kernels generate wt103 maps speed plots
+#                                         (default: all, in that order; about two and a half hours on 2 cores)
 # Each part writes results/<part>/; rerunning a part redoes it. The plots need
 # matplotlib: `make venv` (dev/requirements.txt), then PYTHON=.venv/bin/python.
 # Run it on an otherwise idle machine: the tables report speed and memory.
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data}
 PYTHON=${PYTHON:-.venv/bin/python}
 KINDS="flow softmax linear"
-PARTS=${*:-lm wikitext2 context vision kernels generate wt103 maps plots}
+PARTS=${*:-lm wikitext2 context vision kernels generate wt103 maps speed plots}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 make -j2 >/dev/null
 
@@ -42,8 +42,9 @@ for part in $PARTS; do
         for k in $KINDS; do
             measured "results/wikitext2/$k.out" ./train_gpt_flow --config configs/gpt_wikitext2.json \
                 --attention "$k" --log_file "results/wikitext2/$k.jsonl" --checkpoint "results/wikitext2/$k.bin"
-            ./train_gpt_flow --config configs/gpt_wikitext2.json --resume "results/wikitext2/$k.bin" --mode eval \
-                --context_window 64 --log_file "results/wikitext2/${k}_test.jsonl" > "results/wikitext2/${k}_test.out"
+            ./train_gpt_flow --config configs/gpt_wikitext2.json --attention "$k" --resume "results/wikitext2/$k.bin" \
+                --mode eval --context_window 64 --log_file "results/wikitext2/${k}_test.jsonl" \
+                > "results/wikitext2/${k}_test.out"
         done
         rm -f results/wikitext2/*.bin
         ;;
@@ -86,11 +87,22 @@ for part in $PARTS; do
         # the flow picture of the Fashion-MNIST model on test images, and of a model trained
         # a little on the ImageNet sample
         make -j2 build/prepare_images >/dev/null
-        i=0
-        for img in "$SHARED"/imagenet-sample/val/*/*; do
-            i=$((i + 1))
-            [ $i -le 3 ] || break
-            ./train_vit_flow --resume results/vision/fashion_flow.bin --visualize "$img" \
+        # the first three Fashion-MNIST test images as PNG files (stdlib Python only)
+        /usr/bin/python3 - "$SHARED/fashion-mnist/t10k-images-idx3-ubyte.gz" results/maps <<'PY'
+import gzip, struct, sys, zlib
+images = gzip.open(sys.argv[1]).read()
+for i in range(3):
+    pixels = images[16 + 784 * i:16 + 784 * (i + 1)]
+    rows = b"".join(b"\0" + pixels[28 * r:28 * (r + 1)] for r in range(28))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    open(f"{sys.argv[2]}/fashion_test_{i + 1}.png", "wb").write(png)
+PY
+        : > results/maps/maps.out
+        for i in 1 2 3; do
+            ./train_vit_flow --resume results/vision/fashion_flow.bin --visualize "results/maps/fashion_test_$i.png" \
                 --visualize_out "results/maps/fashion_$i.png" >> results/maps/maps.out
         done
         build/prepare_images --size 64 --synsets "$SHARED/imagenet-sample/synsets.txt" \
@@ -107,11 +119,19 @@ for part in $PARTS; do
                 --visualize_out "results/maps/imagenet_$i.png" >> results/maps/maps.out
         done
         ;;
+    speed)
+        # the training step: the FMA peak, our matrix multiply against OpenBLAS, and the
+        # trainers against their PyTorch peers in one interleaved run
+        make -j2 build/bench_peak build/bench_matmul >/dev/null
+        build/bench_peak > results/speed/bench_peak.txt
+        build/bench_matmul > results/speed/bench_matmul.txt
+        DATA="$SHARED" "$PYTHON" dev/bench_train.py --json results/speed/bench_train.json > results/speed/bench_train.txt
+        ;;
     plots)
         "$PYTHON" dev/plot_results.py results
         ;;
     *)
-        echo "unknown part $part (lm wikitext2 context vision kernels generate wt103 maps plots)" >&2
+        echo "unknown part $part (lm wikitext2 context vision kernels generate wt103 maps speed plots)" >&2
         exit 1
         ;;
     esac
