@@ -209,7 +209,7 @@ def fmt(ms):
     return "-" if ms is None else (f"{ms:.1f}" if ms < 1000 else f"{ms:.0f}")
 
 
-def report(results, names, all_cfgs, info, model, avx512):
+def report(results, mfus, names, all_cfgs, info, model, avx512):
     """The table, the rates and the spread of every measurement; returns the summary."""
     med = lambda name, key: (statistics.median(results[name][key]) if results[name].get(key) else None)
     print(f"\n== median ms per training update (lower is better); machine: {model}, "
@@ -245,7 +245,7 @@ def report(results, names, all_cfgs, info, model, avx512):
               f"{cfg['unit']}/s" + (f"; C Flow-Attention vs nanoGPT softmax (best torch): "
                                     f"{s['speedup_vs_nanogpt']:.2f}x" if "speedup_vs_nanogpt" in s else ""))
     for name in names:
-        mfu = results[name].get("C-MFU:2")
+        mfu = mfus.get(name, {}).get("C:2")
         if mfu:
             target = " (target >= 50%%) %s" % ("ok" if statistics.median(mfu) >= 0.5 else "MISSED") if name == "b" else ""
             print(f"{name}: C on 2 threads at {100 * statistics.median(mfu):.0f}% of the measured FMA peak (MFU, "
@@ -257,7 +257,7 @@ def report(results, names, all_cfgs, info, model, avx512):
     print("\nspread (timed updates: count, min / median / max ms):")
     for name in names:
         for key, v in results[name].items():
-            if v and not key.startswith("C-MFU"):
+            if v:
                 print(f"  {name:4s} {key:10s} n={len(v):3d}  {min(v):9.1f} / {statistics.median(v):9.1f} / "
                       f"{max(v):9.1f}")
     return summary
@@ -281,7 +281,7 @@ def main():
             saved = json.load(f)
         m = saved["machine"]
         print(f"{args.from_json}: " + ", ".join(f"{k} {v}" for k, v in saved.get("run", {}).items()))
-        report(saved["results"], list(saved["results"]), configurations(), saved["torch"], m["cpu"], m["avx512"])
+        report(saved["results"], saved.get("mfu", {}), list(saved["results"]), configurations(), saved["torch"], m["cpu"], m["avx512"])
         return 0
 
     if args.check or not args.no_check:
@@ -321,7 +321,7 @@ def main():
         parser.error(f"unknown configuration(s) {unknown}; choose among {list(all_cfgs)}")
     ensure_data(names)
 
-    results = {}
+    results, mfus = {}, {}
     for name in names:
         cfg = all_cfgs[name]
         rounds = args.rounds or cfg["rounds"]
@@ -329,7 +329,8 @@ def main():
         order = schedule(cfg)
         print(f"\n== {cfg['title']} == {rounds} round(s) of: "
               + ", ".join(f"{k} {t}thr" for k, t in order), flush=True)
-        times = {run: [] for run in order}  # ("C-MFU", threads) holds the C runs' MFU too
+        times = {run: [] for run in order}
+        c_mfu = {}  # threads -> the C runs' MFU of each timed update
         peer_settings = dict(cfg["peers"])
         for r in range(rounds):
             for run in order:
@@ -338,22 +339,23 @@ def main():
                 n = cfg.get("steps_1thr", steps) if threads == 1 else steps
                 if kind == "C":
                     ms, mfu = run_c(cfg["c"], cfg["c_settings"], threads, cfg["warmup"], n, args.timeout)
-                    times.setdefault(("C-MFU", threads), []).extend(mfu)
+                    c_mfu.setdefault(threads, []).extend(mfu)
                 else:
                     ms = run_torch(kind, peer_settings[kind], threads, cfg["warmup"], n, args.timeout)
                 times[run] += ms
                 print(f"  round {r + 1}: {kind:8s} {threads} thr: " + " ".join(fmt(x) for x in ms)
                       + f"  ({time.time() - t0:.0f} s)", flush=True)
         results[name] = {f"{k}:{t}": v for (k, t), v in times.items()}
+        mfus[name] = {f"C:{t}": v for t, v in c_mfu.items()}
 
-    summary = report(results, names, all_cfgs, info, model, avx512)
+    summary = report(results, mfus, names, all_cfgs, info, model, avx512)
     print("load average at end: %.2f %.2f %.2f; %.1f minutes in all" % (os.getloadavg() + ((time.time() - t_start) / 60,)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(machine=dict(cpu=model, avx512=avx512, cores=os.cpu_count()), torch=info,
                            run=dict(date=time.strftime("%Y-%m-%d %H:%M:%S"), load_start=list(load),
                                     load_end=list(os.getloadavg()), minutes=(time.time() - t_start) / 60),
-                           results=results, summary=summary), f, indent=1)
+                           results=results, mfu=mfus, summary=summary), f, indent=1)
         print(f"wrote {args.json}")
     return 0
 

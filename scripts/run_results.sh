@@ -88,17 +88,12 @@ for part in $PARTS; do
         # a little on the ImageNet sample
         make -j2 build/prepare_images >/dev/null
         # the first three Fashion-MNIST test images as PNG files (stdlib Python only)
-        /usr/bin/python3 - "$SHARED/fashion-mnist/t10k-images-idx3-ubyte.gz" results/maps <<'PY'
-import gzip, struct, sys, zlib
+        PYTHONPATH=dev /usr/bin/python3 - "$SHARED/fashion-mnist/t10k-images-idx3-ubyte.gz" results/maps <<'PY'
+import gzip, sys
+from grey_png import write_grey_png
 images = gzip.open(sys.argv[1]).read()
 for i in range(3):
-    pixels = images[16 + 784 * i:16 + 784 * (i + 1)]
-    rows = b"".join(b"\0" + pixels[28 * r:28 * (r + 1)] for r in range(28))
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-    open(f"{sys.argv[2]}/fashion_test_{i + 1}.png", "wb").write(png)
+    write_grey_png(f"{sys.argv[2]}/fashion_test_{i + 1}.png", 28, 28, images[16 + 784 * i:16 + 784 * (i + 1)])
 PY
         : > results/maps/maps.out
         for i in 1 2 3; do

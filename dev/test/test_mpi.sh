@@ -75,15 +75,11 @@ for split in train val; do
     for class in c0 c1 c2 c3; do
         mkdir -p "$tmp/img/$split/$class"
         # twelve 16x16 grey PNGs of noise (the preparation reads JPEG and PNG only)
-        python3 - "$tmp/img/$split/$class" <<'PY'
-import os, struct, sys, zlib
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        PYTHONPATH=dev python3 - "$tmp/img/$split/$class" <<'PY'
+import os, sys
+from grey_png import write_grey_png
 for i in range(12):
-    rows = b"".join(b"\0" + os.urandom(16) for _ in range(16))
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-    open(os.path.join(sys.argv[1], f"{i}.png"), "wb").write(png)
+    write_grey_png(os.path.join(sys.argv[1], f"{i}.png"), 16, 16, os.urandom(16 * 16))
 PY
     done
     build/prepare_images --size 16 "$tmp/img/$split" "$tmp/img/$split" > "$tmp/prepare_$split.out" 2>&1 ||
